@@ -1,0 +1,1 @@
+"""Database layer: engines, the embedded server, ORM models and queries."""

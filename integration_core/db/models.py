@@ -1,0 +1,431 @@
+"""ORM models (SQLAlchemy 2 typed style). The alembic history in `migrations/` produces exactly this schema;
+`tests/db/test_migrations.py` proves there is no drift.
+
+Timestamps come from the database clock (`now()` defaults and an `updated_at` trigger), never from Python.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Sequence,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SkillLevel(enum.StrEnum):
+    basic = "basic"
+    intermediate = "intermediate"
+    expert = "expert"
+
+    @property
+    def rank(self) -> int:
+        return {"basic": 1, "intermediate": 2, "expert": 3}[self.value]
+
+
+class JobStatus(enum.StrEnum):
+    routed = "routed"  # at least one routing exists
+    unmatched = "unmatched"  # stored, no company matched yet (`si jobs rematch` retries)
+    completed = "completed"  # a routed job was completed at the provider
+    canceled = "canceled"  # every routed job was canceled at the provider
+
+
+class RoutingStatus(enum.StrEnum):
+    pending = "pending"
+    claimed = "claimed"
+    needs_reconcile = "needs_reconcile"
+    synced = "synced"
+    failed = "failed"
+    no_integration = "no_integration"
+
+
+class DeliveryMode(enum.StrEnum):
+    booking = "booking"
+    job = "job"
+
+
+class ProviderEnvironment(enum.StrEnum):
+    production = "production"
+    integration = "integration"
+    sandbox = "sandbox"
+
+
+class ConnectionHealth(enum.StrEnum):
+    unknown = "unknown"
+    healthy = "healthy"
+    unhealthy = "unhealthy"
+
+
+class AttemptOutcome(enum.StrEnum):
+    in_flight = "in_flight"  # recorded and committed before the request leaves
+    synced = "synced"  # the provider created the record
+    adopted = "adopted"  # an earlier attempt's record was found at the provider and adopted
+    not_found = "not_found"  # lookup found nothing: safe to deliver again
+    retryable = "retryable"
+    rate_limited = "rate_limited"
+    failed = "failed"  # permanent
+    unknown = "unknown"  # the request may have reached the provider
+    auth_failed = "auth_failed"
+    abandoned = "abandoned"  # lease expired before the attempt finished (reconcile closes it)
+
+
+def _check_in(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def _updated_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    __table_args__ = (
+        CheckConstraint("length(trim(name)) > 0", name="name_not_blank"),
+        Index("ix_companies_service_zip_codes", "service_zip_codes", postgresql_using="gin"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    trade: Mapped[str | None] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    service_zip_codes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(10)), nullable=False, server_default=text("'{}'::varchar[]")
+    )
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="America/Los_Angeles")
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    skills: Mapped[list[CompanySkill]] = relationship(
+        back_populates="company", cascade="all, delete-orphan", order_by="CompanySkill.skill"
+    )
+    technicians: Mapped[list[Technician]] = relationship(back_populates="company")
+    connections: Mapped[list[ProviderConnection]] = relationship(back_populates="company")
+
+
+class CompanySkill(Base):
+    __tablename__ = "company_skills"
+    __table_args__ = (
+        UniqueConstraint("company_id", "skill"),
+        CheckConstraint(_check_in("level", SkillLevel), name="level_known"),
+        CheckConstraint("length(trim(skill)) > 0", name="skill_not_blank"),
+        Index("ix_company_skills_skill", "skill"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    company_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), nullable=False
+    )
+    skill: Mapped[str] = mapped_column(String(100), nullable=False)
+    level: Mapped[str] = mapped_column(String(16), nullable=False, server_default=SkillLevel.intermediate.value)
+    is_primary: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    created_at: Mapped[datetime] = _created_at()
+
+    company: Mapped[Company] = relationship(back_populates="skills")
+
+
+class Technician(Base):
+    __tablename__ = "technicians"
+    __table_args__ = (
+        CheckConstraint("length(trim(name)) > 0", name="name_not_blank"),
+        Index("ix_technicians_company_id", "company_id"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(320))
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    company: Mapped[Company] = relationship(back_populates="technicians")
+
+
+class ProviderConnection(Base):
+    """A company's connection to its field-service system. Credentials are Fernet-encrypted (SECRET_KEY)."""
+
+    __tablename__ = "provider_connections"
+    __table_args__ = (
+        UniqueConstraint("company_id", "provider"),
+        CheckConstraint("provider IN ('servicetitan')", name="provider_known"),
+        CheckConstraint(_check_in("environment", ProviderEnvironment), name="environment_known"),
+        CheckConstraint(_check_in("delivery_mode", DeliveryMode), name="delivery_mode_known"),
+        CheckConstraint(_check_in("health", ConnectionHealth), name="health_known"),
+        CheckConstraint("priority IN ('Low', 'Normal', 'High', 'Urgent')", name="priority_known"),
+        CheckConstraint("rate_limit_per_second > 0", name="rate_positive"),
+        CheckConstraint("rate_limit_burst >= 1", name="burst_positive"),
+        CheckConstraint(
+            "delivery_mode <> 'booking' OR booking_provider_id IS NOT NULL", name="booking_needs_provider"
+        ),
+        CheckConstraint(
+            "delivery_mode <> 'job' OR (business_unit_id IS NOT NULL AND job_type_id IS NOT NULL "
+            "AND campaign_id IS NOT NULL)",
+            name="job_needs_ids",
+        ),
+        Index("ix_provider_connections_tenant", "provider", "tenant_id"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), nullable=False)
+    provider: Mapped[str] = mapped_column(String(32), nullable=False, server_default="servicetitan")
+    environment: Mapped[str] = mapped_column(String(16), nullable=False, server_default="sandbox")
+    base_url: Mapped[str | None] = mapped_column(String(500))  # only for environment=sandbox (custom host)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    client_id_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    client_secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    app_key_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    delivery_mode: Mapped[str] = mapped_column(String(16), nullable=False, server_default="booking")
+    booking_provider_id: Mapped[int | None] = mapped_column(BigInteger)
+    business_unit_id: Mapped[int | None] = mapped_column(BigInteger)
+    job_type_id: Mapped[int | None] = mapped_column(BigInteger)
+    campaign_id: Mapped[int | None] = mapped_column(BigInteger)
+    priority: Mapped[str] = mapped_column(String(16), nullable=False, server_default="Normal")
+    external_data_guid: Mapped[str | None] = mapped_column(String(64))
+    rate_limit_per_second: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("60"))
+    rate_limit_burst: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("10"))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    health: Mapped[str] = mapped_column(String(16), nullable=False, server_default="unknown")
+    health_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updates_cursor: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    company: Mapped[Company] = relationship(back_populates="connections")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("created_by_company_id", "idempotency_key"),
+        CheckConstraint("length(trim(summary)) > 0", name="summary_not_blank"),
+        CheckConstraint("length(trim(homeowner_name)) > 0", name="homeowner_name_not_blank"),
+        CheckConstraint(_check_in("status", JobStatus), name="status_known"),
+        CheckConstraint("jsonb_typeof(required_skills) = 'array'", name="required_skills_array"),
+        CheckConstraint("jsonb_typeof(skill_levels) = 'object'", name="skill_levels_object"),
+        CheckConstraint("homeowner_phone IS NOT NULL OR homeowner_email IS NOT NULL", name="homeowner_contact"),
+        Index("ix_jobs_created_by_company_id_created_at", "created_by_company_id", "created_at"),
+        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    summary: Mapped[str] = mapped_column(String(2000), nullable=False)
+    street: Mapped[str] = mapped_column(String(255), nullable=False)
+    unit: Mapped[str | None] = mapped_column(String(64))
+    city: Mapped[str] = mapped_column(String(100), nullable=False)
+    state: Mapped[str] = mapped_column(String(2), nullable=False)
+    zip_code: Mapped[str] = mapped_column(String(10), nullable=False)
+    country: Mapped[str] = mapped_column(String(3), nullable=False, server_default="USA")
+    homeowner_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    homeowner_phone: Mapped[str | None] = mapped_column(String(32))
+    homeowner_email: Mapped[str | None] = mapped_column(String(320))
+    created_by_company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), nullable=False)
+    created_by_technician_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("technicians.id"), nullable=False)
+    category: Mapped[str | None] = mapped_column(String(100))
+    required_skills: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    skill_levels: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default=JobStatus.routed.value)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    routings: Mapped[list[JobRouting]] = relationship(back_populates="job", order_by="JobRouting.sequence")
+
+
+job_routing_sequence = Sequence("job_routings_sequence_seq", metadata=Base.metadata)
+
+FINAL_EXTERNAL_STATUSES = ("completed", "canceled", "dismissed")
+
+
+class JobRouting(Base):
+    """One receiving company's copy of a job, and its delivery state machine (docs/architecture.md)."""
+
+    __tablename__ = "job_routings"
+    __table_args__ = (
+        UniqueConstraint("job_id", "receiving_company_id"),
+        UniqueConstraint("sequence"),
+        CheckConstraint(_check_in("status", RoutingStatus), name="status_known"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        CheckConstraint("lease_version >= 0", name="lease_version_non_negative"),
+        CheckConstraint("status <> 'synced' OR external_id IS NOT NULL", name="synced_has_external_id"),
+        CheckConstraint(
+            "status <> 'claimed' OR (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            name="claimed_has_lease",
+        ),
+        CheckConstraint("revenue IS NULL OR revenue >= 0", name="revenue_non_negative"),
+        # claim the due routings of one company, oldest first
+        Index("ix_job_routings_claim", "receiving_company_id", "status", "next_attempt_at"),
+        # the sensor: due pending routings grouped by company
+        Index(
+            "ix_job_routings_due_pending",
+            "next_attempt_at",
+            "receiving_company_id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # the status pull: synced routings whose external status is not final yet
+        Index(
+            "ix_job_routings_open_synced",
+            "receiving_company_id",
+            "synced_at",
+            postgresql_where=text(
+                "status = 'synced' AND (external_status IS NULL OR external_status NOT IN "
+                "('completed', 'canceled', 'dismissed'))"
+            ),
+        ),
+        # reconcile: expired leases
+        Index("ix_job_routings_lease", "lease_expires_at", postgresql_where=text("status = 'claimed'")),
+        Index("ix_job_routings_external_id", "external_id"),
+        Index("ix_job_routings_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"), nullable=False)
+    receiving_company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), nullable=False)
+    match_score: Mapped[Decimal] = mapped_column(Numeric(8, 3), nullable=False, server_default=text("0"))
+    match_reasons: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default=RoutingStatus.pending.value)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    delivery_mode: Mapped[str | None] = mapped_column(String(16))
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    external_refs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    external_status: Mapped[str | None] = mapped_column(String(32))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revenue: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    last_error_code: Mapped[str | None] = mapped_column(String(64))
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sequence: Mapped[int] = mapped_column(
+        BigInteger, job_routing_sequence, nullable=False, server_default=job_routing_sequence.next_value()
+    )
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    job: Mapped[Job] = relationship(back_populates="routings")
+    receiving_company: Mapped[Company] = relationship()
+    attempts_log: Mapped[list[SyncAttempt]] = relationship(
+        back_populates="routing", order_by="SyncAttempt.id", viewonly=True
+    )
+
+
+class SyncAttempt(Base):
+    __tablename__ = "sync_attempts"
+    __table_args__ = (
+        CheckConstraint(_check_in("outcome", AttemptOutcome), name="outcome_known"),
+        CheckConstraint("finished_at IS NULL OR finished_at >= started_at", name="finished_after_start"),
+        Index("ix_sync_attempts_routing_id", "routing_id", "id"),
+        Index("ix_sync_attempts_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    routing_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job_routings.id"), nullable=False)
+    run_id: Mapped[str | None] = mapped_column(String(128))
+    attempt_no: Mapped[int] = mapped_column(Integer, nullable=False)
+    operation: Mapped[str] = mapped_column(String(16), nullable=False, server_default="deliver")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False, server_default=AttemptOutcome.in_flight.value)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    provider_trace_id: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+    routing: Mapped[JobRouting] = relationship(back_populates="attempts_log")
+
+
+class ProviderRateLimit(Base):
+    """Per (provider, tenant) token-bucket state that every process and the admin API see."""
+
+    __tablename__ = "provider_rate_limits"
+    __table_args__ = (
+        CheckConstraint("rate > 0", name="rate_positive"),
+        CheckConstraint("burst >= 1", name="burst_positive"),
+        CheckConstraint("current_rate > 0", name="current_rate_positive"),
+    )
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rate: Mapped[float] = mapped_column(Float, nullable=False)
+    burst: Mapped[int] = mapped_column(Integer, nullable=False)
+    current_rate: Mapped[float] = mapped_column(Float, nullable=False)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    refilled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    backoff_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requests_total: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    throttled_total: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    last_throttled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_entity", "entity_type", "entity_id"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+
+
+TABLES_WITH_UPDATED_AT = tuple(
+    t.name for t in Base.metadata.sorted_tables if "updated_at" in t.c
+)
