@@ -25,7 +25,12 @@ class _QuietServer(uvicorn.Server):
 
 @contextmanager
 def serve_in_thread(
-    app: Any, host: str = "127.0.0.1", port: int | None = None, *, startup_timeout: float = 10.0, **config: Any
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    startup_timeout: float = 10.0,
+    **config: Any,
 ) -> Iterator[str]:
     """Serve `app` on loopback until the block exits; yields the base URL (`http://host:port`)."""
     port = port or free_port(host)

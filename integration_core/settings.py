@@ -29,9 +29,7 @@ class ConfigurationError(RuntimeError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
 
-    environment: Literal["development", "test", "staging", "production"] = Field(
-        "development", alias="ENVIRONMENT"
-    )
+    environment: Literal["development", "test", "staging", "production"] = Field("development", alias="ENVIRONMENT")
     database_url: str | None = Field(None, alias="DATABASE_URL")
     data_dir: Path = Field(PROJECT_ROOT / ".data", alias="DATA_DIR")
     embedded_db_name: str = Field("integration", alias="EMBEDDED_DB_NAME")

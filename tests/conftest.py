@@ -32,7 +32,9 @@ def _server_url() -> tuple[str, bool]:
     """(admin URL on the `postgres` database, whether this session started the server)."""
     configured = os.environ.get("DATABASE_URL")
     if configured:
-        return normalize_url(str(make_url(normalize_url(configured)).set(database="postgres").render_as_string(False))), False
+        return normalize_url(
+            str(make_url(normalize_url(configured)).set(database="postgres").render_as_string(False))
+        ), False
     data_dir = Path(os.environ.get("DATA_DIR", ROOT / ".data"))
     was_running = embedded.server_pid(data_dir) is not None
     socket_dir = embedded.ensure_server(data_dir)
@@ -104,3 +106,57 @@ def db(engine: Engine) -> Iterator[Engine]:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
     yield engine
+
+
+# --- domain fixtures ---------------------------------------------------------------------------------------
+
+TEST_API_TOKEN = "test-api-token-0123456789"
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
+
+
+@pytest.fixture()
+def settings(database_url: str):
+    from integration_core.settings import Settings
+
+    return Settings(
+        DATABASE_URL=database_url,
+        API_TOKEN=TEST_API_TOKEN,
+        SECRET_KEY=TEST_SECRET_KEY,
+        ENVIRONMENT="test",
+        SERVICETITAN_SANDBOX_URL="http://127.0.0.1:9",
+    )
+
+
+@pytest.fixture()
+def session_factory(db: Engine):
+    from integration_core.db.engine import session_factory as factory
+
+    return factory(db)
+
+
+@pytest.fixture()
+def demo(db: Engine, settings):
+    """The demo world (companies, technicians, sandbox connections) in the test database."""
+    from integration_core.db.engine import session_scope
+    from integration_core.seed import seed_demo
+
+    with session_scope(db) as session:
+        return seed_demo(session, secret_key=TEST_SECRET_KEY, sandbox_url=settings.servicetitan_sandbox_url)
+
+
+@pytest.fixture()
+def api(db: Engine, settings) -> Iterator[str]:
+    """The HTTP API served over loopback; yields its base URL."""
+    from integration_core.api.app import create_app
+    from integration_core.http_server import serve_in_thread
+
+    with serve_in_thread(create_app(settings, engine=db)) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(api: str):
+    import httpx
+
+    with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30) as c:
+        yield c

@@ -154,9 +154,7 @@ class CompanySkill(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    company_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("companies.id", ondelete="CASCADE"), nullable=False
-    )
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"), nullable=False)
     skill: Mapped[str] = mapped_column(String(100), nullable=False)
     level: Mapped[str] = mapped_column(String(16), nullable=False, server_default=SkillLevel.intermediate.value)
     is_primary: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
@@ -197,9 +195,7 @@ class ProviderConnection(Base):
         CheckConstraint("priority IN ('Low', 'Normal', 'High', 'Urgent')", name="priority_known"),
         CheckConstraint("rate_limit_per_second > 0", name="rate_positive"),
         CheckConstraint("rate_limit_burst >= 1", name="burst_positive"),
-        CheckConstraint(
-            "delivery_mode <> 'booking' OR booking_provider_id IS NOT NULL", name="booking_needs_provider"
-        ),
+        CheckConstraint("delivery_mode <> 'booking' OR booking_provider_id IS NOT NULL", name="booking_needs_provider"),
         CheckConstraint(
             "delivery_mode <> 'job' OR (business_unit_id IS NOT NULL AND job_type_id IS NOT NULL "
             "AND campaign_id IS NOT NULL)",
@@ -272,6 +268,8 @@ class Job(Base):
     skill_levels: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default=JobStatus.routed.value)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # sha256 of the normalised request body: a reused key with a different body is refused (409)
+    idempotency_fingerprint: Mapped[str | None] = mapped_column(String(64))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
@@ -426,6 +424,4 @@ class AuditLog(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
 
 
-TABLES_WITH_UPDATED_AT = tuple(
-    t.name for t in Base.metadata.sorted_tables if "updated_at" in t.c
-)
+TABLES_WITH_UPDATED_AT = tuple(t.name for t in Base.metadata.sorted_tables if "updated_at" in t.c)

@@ -101,9 +101,7 @@ def upgrade() -> None:
         sa.Column("level", sa.String(length=16), server_default="intermediate", nullable=False),
         sa.Column("is_primary", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "level IN ('basic', 'intermediate', 'expert')", name=op.f("ck_company_skills_level_known")
-        ),
+        sa.CheckConstraint("level IN ('basic', 'intermediate', 'expert')", name=op.f("ck_company_skills_level_known")),
         sa.CheckConstraint("length(trim(skill)) > 0", name=op.f("ck_company_skills_skill_not_blank")),
         sa.ForeignKeyConstraint(
             ["company_id"],
@@ -166,22 +164,16 @@ def upgrade() -> None:
             "priority IN ('Low', 'Normal', 'High', 'Urgent')",
             name=op.f("ck_provider_connections_priority_known"),
         ),
-        sa.CheckConstraint(
-            "provider IN ('servicetitan')", name=op.f("ck_provider_connections_provider_known")
-        ),
+        sa.CheckConstraint("provider IN ('servicetitan')", name=op.f("ck_provider_connections_provider_known")),
         sa.CheckConstraint("rate_limit_burst >= 1", name=op.f("ck_provider_connections_burst_positive")),
         sa.CheckConstraint("rate_limit_per_second > 0", name=op.f("ck_provider_connections_rate_positive")),
         sa.ForeignKeyConstraint(
             ["company_id"], ["companies.id"], name=op.f("fk_provider_connections_company_id_companies")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_provider_connections")),
-        sa.UniqueConstraint(
-            "company_id", "provider", name=op.f("uq_provider_connections_company_id_provider")
-        ),
+        sa.UniqueConstraint("company_id", "provider", name=op.f("uq_provider_connections_company_id_provider")),
     )
-    op.create_index(
-        "ix_provider_connections_tenant", "provider_connections", ["provider", "tenant_id"], unique=False
-    )
+    op.create_index("ix_provider_connections_tenant", "provider_connections", ["provider", "tenant_id"], unique=False)
     op.create_table(
         "technicians",
         sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),
@@ -193,9 +185,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("length(trim(name)) > 0", name=op.f("ck_technicians_name_not_blank")),
-        sa.ForeignKeyConstraint(
-            ["company_id"], ["companies.id"], name=op.f("fk_technicians_company_id_companies")
-        ),
+        sa.ForeignKeyConstraint(["company_id"], ["companies.id"], name=op.f("fk_technicians_company_id_companies")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_technicians")),
     )
     op.create_index("ix_technicians_company_id", "technicians", ["company_id"], unique=False)
@@ -229,12 +219,11 @@ def upgrade() -> None:
         ),
         sa.Column("status", sa.String(length=16), server_default="routed", nullable=False),
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
+        sa.Column("idempotency_fingerprint", sa.String(length=64), nullable=True),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "jsonb_typeof(required_skills) = 'array'", name=op.f("ck_jobs_required_skills_array")
-        ),
+        sa.CheckConstraint("jsonb_typeof(required_skills) = 'array'", name=op.f("ck_jobs_required_skills_array")),
         sa.CheckConstraint("jsonb_typeof(skill_levels) = 'object'", name=op.f("ck_jobs_skill_levels_object")),
         sa.CheckConstraint(
             "status IN ('routed', 'unmatched', 'completed', 'canceled')", name=op.f("ck_jobs_status_known")
@@ -273,15 +262,11 @@ def upgrade() -> None:
         sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),
         sa.Column("job_id", sa.UUID(), nullable=False),
         sa.Column("receiving_company_id", sa.UUID(), nullable=False),
-        sa.Column(
-            "match_score", sa.Numeric(precision=8, scale=3), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("match_score", sa.Numeric(precision=8, scale=3), server_default=sa.text("0"), nullable=False),
         sa.Column("match_reasons", sa.Text(), server_default="", nullable=False),
         sa.Column("status", sa.String(length=20), server_default="pending", nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column(
-            "next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_version", sa.Integer(), server_default=sa.text("0"), nullable=False),
@@ -321,9 +306,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("attempts >= 0", name=op.f("ck_job_routings_attempts_non_negative")),
         sa.CheckConstraint("lease_version >= 0", name=op.f("ck_job_routings_lease_version_non_negative")),
-        sa.CheckConstraint(
-            "revenue IS NULL OR revenue >= 0", name=op.f("ck_job_routings_revenue_non_negative")
-        ),
+        sa.CheckConstraint("revenue IS NULL OR revenue >= 0", name=op.f("ck_job_routings_revenue_non_negative")),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_job_routings_job_id_jobs")),
         sa.ForeignKeyConstraint(
             ["receiving_company_id"],
@@ -331,9 +314,7 @@ def upgrade() -> None:
             name=op.f("fk_job_routings_receiving_company_id_companies"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_routings")),
-        sa.UniqueConstraint(
-            "job_id", "receiving_company_id", name=op.f("uq_job_routings_job_id_receiving_company_id")
-        ),
+        sa.UniqueConstraint("job_id", "receiving_company_id", name=op.f("uq_job_routings_job_id_receiving_company_id")),
         sa.UniqueConstraint("sequence", name=op.f("uq_job_routings_sequence")),
     )
     op.create_index(
@@ -431,9 +412,7 @@ def downgrade() -> None:
             "status = 'synced' AND (external_status IS NULL OR external_status NOT IN ('completed', 'canceled', 'dismissed'))"
         ),
     )
-    op.drop_index(
-        "ix_job_routings_lease", table_name="job_routings", postgresql_where=sa.text("status = 'claimed'")
-    )
+    op.drop_index("ix_job_routings_lease", table_name="job_routings", postgresql_where=sa.text("status = 'claimed'"))
     op.drop_index("ix_job_routings_external_id", table_name="job_routings")
     op.drop_index(
         "ix_job_routings_due_pending",

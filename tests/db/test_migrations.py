@@ -52,8 +52,10 @@ def test_models_and_migrations_do_not_drift(engine) -> None:
 def test_updated_at_comes_from_database_clock_on_raw_updates(db) -> None:
     with db.begin() as conn:
         cid = conn.execute(
-            text("INSERT INTO companies (name, created_at, updated_at) VALUES ('A', now() - interval '1 day', "
-                 "now() - interval '1 day') RETURNING id")
+            text(
+                "INSERT INTO companies (name, created_at, updated_at) VALUES ('A', now() - interval '1 day', "
+                "now() - interval '1 day') RETURNING id"
+            )
         ).scalar_one()
     with db.begin() as conn:
         conn.execute(text("UPDATE companies SET name = 'B' WHERE id = :id"), {"id": cid})

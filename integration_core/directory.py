@@ -1,0 +1,170 @@
+"""Companies, their skills and technicians, and their provider connections."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.orm import Session
+
+from integration_core import audit, crypto
+from integration_core.db.models import (
+    Company,
+    CompanySkill,
+    JobRouting,
+    ProviderConnection,
+    RoutingStatus,
+    Technician,
+)
+from integration_core.errors import NotFound
+from integration_core.schemas import CompanyCreate, ConnectionCreate, ConnectionOut, TechnicianCreate
+
+
+def create_company(session: Session, data: CompanyCreate, *, actor: str = "api") -> Company:
+    company = Company(
+        name=data.name,
+        trade=data.trade,
+        service_zip_codes=sorted(set(data.service_zip_codes)),
+        timezone=data.timezone,
+        active=data.active,
+        skills=[CompanySkill(skill=s.skill, level=s.level.value, is_primary=s.primary) for s in data.skills],
+    )
+    session.add(company)
+    session.flush()
+    audit.record(session, actor=actor, action="company.created", entity_type="company", entity_id=company.id)
+    return company
+
+
+def add_technician(
+    session: Session, company_id: uuid.UUID, data: TechnicianCreate, *, actor: str = "api"
+) -> Technician:
+    if session.get(Company, company_id) is None:
+        raise NotFound("company", company_id)
+    tech = Technician(
+        company_id=company_id, name=data.name, phone=data.phone, email=str(data.email) if data.email else None
+    )
+    session.add(tech)
+    session.flush()
+    audit.record(session, actor=actor, action="technician.created", entity_type="technician", entity_id=tech.id)
+    return tech
+
+
+def upsert_connection(
+    session: Session, company_id: uuid.UUID, data: ConnectionCreate, *, secret_key: str, actor: str = "api"
+) -> ProviderConnection:
+    """Create or replace the company's connection to `data.provider` (credentials re-encrypted)."""
+    if session.get(Company, company_id) is None:
+        raise NotFound("company", company_id)
+    conn = session.scalar(
+        select(ProviderConnection).where(
+            ProviderConnection.company_id == company_id, ProviderConnection.provider == data.provider
+        )
+    )
+    created = conn is None
+    if conn is None:
+        conn = ProviderConnection(company_id=company_id, provider=data.provider)
+        session.add(conn)
+    conn.environment = data.environment
+    conn.base_url = data.base_url
+    conn.tenant_id = data.tenant_id
+    conn.client_id_encrypted = crypto.encrypt(data.client_id.get_secret_value(), secret_key)
+    conn.client_secret_encrypted = crypto.encrypt(data.client_secret.get_secret_value(), secret_key)
+    conn.app_key_encrypted = crypto.encrypt(data.app_key.get_secret_value(), secret_key)
+    conn.delivery_mode = data.delivery_mode
+    conn.booking_provider_id = data.booking_provider_id
+    conn.business_unit_id = data.business_unit_id
+    conn.job_type_id = data.job_type_id
+    conn.campaign_id = data.campaign_id
+    conn.priority = data.priority
+    conn.external_data_guid = data.external_data_guid
+    conn.rate_limit_per_second = data.rate_limit_per_second
+    conn.rate_limit_burst = data.rate_limit_burst
+    conn.health = "unknown"
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="connection.created" if created else "connection.updated",
+        entity_type="provider_connection",
+        entity_id=conn.id,
+        details={"company_id": str(company_id), "environment": data.environment, "mode": data.delivery_mode},
+    )
+    set_connection_enabled(session, conn, data.enabled, actor=actor)
+    return conn
+
+
+def set_connection_enabled(session: Session, conn: ProviderConnection, enabled: bool, *, actor: str) -> int:
+    """Enable or disable a connection and move the company's waiting routings accordingly.
+
+    Enabling: `no_integration` → `pending` (due now). Disabling: `pending` → `no_integration` (claimed ones finish
+    their run; nothing is lost). Returns how many routings moved.
+    """
+    conn.enabled = enabled
+    src, dst = (
+        (RoutingStatus.no_integration, RoutingStatus.pending)
+        if enabled
+        else (RoutingStatus.pending, RoutingStatus.no_integration)
+    )
+    values: dict[str, object] = {"status": dst.value}
+    if enabled:
+        values["next_attempt_at"] = func.now()
+    moved = cast(
+        "CursorResult[Any]",
+        session.execute(
+            update(JobRouting)
+            .where(JobRouting.receiving_company_id == conn.company_id, JobRouting.status == src.value)
+            .values(**values)
+        ),
+    ).rowcount
+    audit.record(
+        session,
+        actor=actor,
+        action="connection.enabled" if enabled else "connection.disabled",
+        entity_type="provider_connection",
+        entity_id=conn.id,
+        details={"routings_moved": moved},
+    )
+    return int(moved or 0)
+
+
+def credentials(conn: ProviderConnection, secret_key: str) -> tuple[str, str, str]:
+    """(client_id, client_secret, app_key) in plaintext — for the provider client only; never log them."""
+    return (
+        crypto.decrypt(conn.client_id_encrypted, secret_key),
+        crypto.decrypt(conn.client_secret_encrypted, secret_key),
+        crypto.decrypt(conn.app_key_encrypted, secret_key),
+    )
+
+
+def connection_out(conn: ProviderConnection, secret_key: str) -> ConnectionOut:
+    try:
+        client_id: str | None = crypto.mask(crypto.decrypt(conn.client_id_encrypted, secret_key))
+    except crypto.SecretDecryptionError:
+        client_id = None
+    return ConnectionOut(
+        id=conn.id,
+        company_id=conn.company_id,
+        provider=conn.provider,
+        environment=conn.environment,
+        base_url=conn.base_url,
+        tenant_id=conn.tenant_id,
+        client_id=client_id,
+        delivery_mode=conn.delivery_mode,
+        booking_provider_id=conn.booking_provider_id,
+        business_unit_id=conn.business_unit_id,
+        job_type_id=conn.job_type_id,
+        campaign_id=conn.campaign_id,
+        priority=conn.priority,
+        external_data_guid=conn.external_data_guid,
+        rate_limit_per_second=conn.rate_limit_per_second,
+        rate_limit_burst=conn.rate_limit_burst,
+        enabled=conn.enabled,
+        health=conn.health,
+        health_checked_at=conn.health_checked_at,
+        last_success_at=conn.last_success_at,
+        last_failure_at=conn.last_failure_at,
+        last_error=conn.last_error,
+        created_at=conn.created_at,
+        updated_at=conn.updated_at,
+    )

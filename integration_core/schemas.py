@@ -1,0 +1,272 @@
+"""Input and output shapes shared by the HTTP API, the CLI and the core (pydantic)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from integration_core.db.models import SkillLevel
+
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+ZipCode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{5}(-\d{4})?$")]
+StateCode = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")]
+Phone = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=7, max_length=32, pattern=r"^[0-9+().\- x]+$")
+]
+SkillName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    street: Annotated[NonBlank, StringConstraints(max_length=255)]
+    unit: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    city: Annotated[NonBlank, StringConstraints(max_length=100)]
+    state: StateCode
+    zip_code: ZipCode
+    country: Literal["USA"] = "USA"
+
+
+class Homeowner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[NonBlank, StringConstraints(max_length=255)]
+    phone: Phone | None = None
+    email: EmailStr | None = None
+
+    @model_validator(mode="after")
+    def _contact(self) -> Homeowner:
+        if not self.phone and not self.email:
+            raise ValueError("a phone number or an email address is required")
+        return self
+
+
+class JobCreate(BaseModel):
+    """A referral. `required_skills` and `skill_levels` may overlap; a skill listed without a level is still
+    required (any level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: Annotated[NonBlank, StringConstraints(max_length=2000)]
+    address: Address
+    homeowner: Homeowner
+    created_by_company_id: uuid.UUID
+    created_by_technician_id: uuid.UUID
+    category: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = None
+    required_skills: list[SkillName] = Field(default_factory=list, max_length=50)
+    skill_levels: dict[SkillName, SkillLevel] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("required_skills")
+    @classmethod
+    def _dedupe(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+class AddressOut(BaseModel):
+    street: str
+    unit: str | None
+    city: str
+    state: str
+    zip_code: str
+    country: str
+
+
+class HomeownerOut(BaseModel):
+    name: str
+    phone: str | None
+    email: str | None
+
+
+class RoutingOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    receiving_company_id: uuid.UUID
+    receiving_company_name: str | None = None
+    status: str
+    match_score: Decimal
+    match_reasons: str
+    attempts: int
+    next_attempt_at: datetime
+    delivery_mode: str | None
+    external_id: str | None
+    external_refs: dict[str, Any]
+    external_status: str | None
+    completed_at: datetime | None
+    revenue: Decimal | None
+    last_error_code: str | None
+    last_error_message: str | None
+    synced_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    sequence: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    run_id: str | None
+    attempt_no: int
+    operation: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    http_status: int | None
+    provider_trace_id: str | None
+    error_code: str | None
+    error_message: str | None
+    duration_ms: int | None
+
+
+class RoutingDetailOut(RoutingOut):
+    attempts_log: list[AttemptOut] = Field(default_factory=list)
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    summary: str
+    address: AddressOut
+    homeowner: HomeownerOut
+    created_by_company_id: uuid.UUID
+    created_by_technician_id: uuid.UUID
+    category: str | None
+    required_skills: list[str]
+    skill_levels: dict[str, str]
+    status: str
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    routings: list[RoutingOut] = Field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class SkillIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    skill: SkillName
+    level: SkillLevel = SkillLevel.intermediate
+    primary: bool = False
+
+
+class CompanyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[NonBlank, StringConstraints(max_length=255)]
+    trade: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
+    service_zip_codes: list[ZipCode] = Field(default_factory=list, max_length=5000)
+    timezone: Annotated[NonBlank, StringConstraints(max_length=64)] = "America/Los_Angeles"
+    active: bool = True
+    skills: list[SkillIn] = Field(default_factory=list, max_length=200)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class TechnicianCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[NonBlank, StringConstraints(max_length=255)]
+    phone: Phone | None = None
+    email: EmailStr | None = None
+
+
+class ConnectionCreate(BaseModel):
+    """A company's ServiceTitan connection. Secrets are write-only: stored encrypted, never returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["servicetitan"] = "servicetitan"
+    environment: Literal["production", "integration", "sandbox"] = "sandbox"
+    base_url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
+    tenant_id: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{1,18}$")]
+    client_id: SecretStr
+    client_secret: SecretStr
+    app_key: SecretStr
+    delivery_mode: Literal["booking", "job"] = "booking"
+    booking_provider_id: int | None = Field(None, gt=0)
+    business_unit_id: int | None = Field(None, gt=0)
+    job_type_id: int | None = Field(None, gt=0)
+    campaign_id: int | None = Field(None, gt=0)
+    priority: Literal["Low", "Normal", "High", "Urgent"] = "Normal"
+    external_data_guid: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    rate_limit_per_second: float = Field(60.0, gt=0, le=1000)
+    rate_limit_burst: int = Field(10, ge=1, le=1000)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _mode_needs_ids(self) -> ConnectionCreate:
+        if self.delivery_mode == "booking" and self.booking_provider_id is None:
+            raise ValueError("delivery_mode 'booking' needs booking_provider_id")
+        if self.delivery_mode == "job":
+            missing = [f for f in ("business_unit_id", "job_type_id", "campaign_id") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"delivery_mode 'job' needs {', '.join(missing)}")
+            if not self.external_data_guid:
+                raise ValueError("delivery_mode 'job' needs external_data_guid (the app's externalData GUID)")
+        if self.environment == "sandbox" and not self.base_url:
+            raise ValueError("environment 'sandbox' needs base_url")
+        for name in ("client_id", "client_secret", "app_key"):
+            if not getattr(self, name).get_secret_value().strip():
+                raise ValueError(f"{name} must not be empty")
+        return self
+
+
+class ConnectionOut(BaseModel):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    provider: str
+    environment: str
+    base_url: str | None
+    tenant_id: str
+    client_id: str | None  # masked
+    delivery_mode: str
+    booking_provider_id: int | None
+    business_unit_id: int | None
+    job_type_id: int | None
+    campaign_id: int | None
+    priority: str
+    external_data_guid: str | None
+    rate_limit_per_second: float
+    rate_limit_burst: int
+    enabled: bool
+    health: str
+    health_checked_at: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
