@@ -297,5 +297,5 @@ class TokenResponse(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     access_token: str = Field(min_length=1, repr=False)
-    expires_in: float = Field(gt=0)
+    expires_in: float = Field(ge=0)  # 0: use once, never cache
     token_type: str = "Bearer"

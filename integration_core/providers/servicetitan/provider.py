@@ -321,39 +321,40 @@ class ServiceTitanProvider:
                     return location.id
         return None
 
+    async def _contact_values(self, customer_id: int) -> list[str] | None:
+        """The customer's contact values, or ``None`` when ServiceTitan will not list them (404)."""
+        try:
+            return [c.value.strip() async for c in self.client.list_customer_contacts(customer_id)]
+        except Permanent as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+
     async def _matching_customers(self, request: DeliveryRequest) -> list[CustomerResponse]:
         """Active customers this homeowner already is, lowest id first.
 
         A customer matches when one of its contacts holds the homeowner's phone or e-mail, or when its name and
-        address are the homeowner's. ServiceTitan's ``phone``/``name``/address filters only narrow the candidates.
+        address are the homeowner's. ServiceTitan's ``phone`` and ``name`` filters only narrow the candidates; the
+        contacts are then checked here. Where ServiceTitan does not list a customer's contacts, a candidate of
+        the documented ``phone`` filter is taken as matching, and e-mail alone cannot match.
         """
         phone = mapping.normalize_phone(request.homeowner_phone)
         email = (request.homeowner_email or "").strip().casefold()
         name = request.homeowner_name.strip()
         matched: dict[int, CustomerResponse] = {}
-        contact_checked: set[int] = set()
-
-        async def check_contacts(customer: CustomerResponse) -> None:
-            if customer.id in matched or customer.id in contact_checked:
-                return
-            contact_checked.add(customer.id)
-            async with aclosing(self.client.list_customer_contacts(customer.id)) as contacts:
-                async for contact in contacts:
-                    value = contact.value.strip()
-                    if (phone and mapping.normalize_phone(value) == phone) or (email and value.casefold() == email):
-                        matched[customer.id] = customer
-                        return
 
         def usable(customer: CustomerResponse) -> bool:
-            return customer.active and customer.merged_to_id is None
+            return customer.active and customer.merged_to_id is None and customer.id not in matched
 
         if phone:
             for customer in await _take(self.client.list_customers(phone=phone), MAX_CANDIDATES):
-                if usable(customer):
-                    await check_contacts(customer)
-        by_name = await _take(self.client.list_customers(name=name), MAX_CANDIDATES * 2)
-        for customer in by_name:
-            if not usable(customer) or customer.id in matched:
+                if not usable(customer):
+                    continue
+                values = await self._contact_values(customer.id)
+                if values is None or any(mapping.normalize_phone(v) == phone for v in values):
+                    matched[customer.id] = customer
+        for customer in await _take(self.client.list_customers(name=name), MAX_CANDIDATES * 2):
+            if not usable(customer):
                 continue
             address = customer.address
             if (
@@ -363,7 +364,9 @@ class ServiceTitanProvider:
             ):
                 matched[customer.id] = customer
             elif email:
-                await check_contacts(customer)
+                values = await self._contact_values(customer.id)
+                if values is not None and any(v.casefold() == email for v in values):
+                    matched[customer.id] = customer
         return sorted(matched.values(), key=lambda c: c.id)
 
     # ----------------------------------------------------------------------------------------------------------
