@@ -354,11 +354,18 @@ def sandbox_serve(
     host: Annotated[str, typer.Option(help="interface")] = "127.0.0.1",
     office: Annotated[bool, typer.Option(help="let the back office progress bookings and jobs")] = False,
     office_pace: Annotated[float, typer.Option(help="seconds between office steps")] = 5.0,
+    seed: Annotated[int, typer.Option(help="seed of every random choice (faults, office)")] = 0,
+    demo_tenants: Annotated[bool, typer.Option(help="seed the demo tenants")] = True,
 ) -> None:
-    """Serve the ServiceTitan sandbox (the demo tenants are seeded)."""
-    from integration_core.providers.servicetitan.sandbox import SandboxConfig, serve
+    """Serve the ServiceTitan sandbox (the demo tenants are seeded). Control API: /_sandbox (docs/sandbox.md)."""
+    from integration_core.providers.servicetitan.sandbox import OfficeConfig, SandboxConfig, serve
 
-    serve(host=host, port=port, config=SandboxConfig(office_enabled=office, office_pace_seconds=office_pace))
+    config = SandboxConfig(
+        seed=seed,
+        seed_demo_tenants=demo_tenants,
+        office=OfficeConfig(enabled=office, pace_s=office_pace, seed=seed),
+    )
+    serve(host=host, port=port, config=config, log_level=get_settings().log_level.lower())
 
 
 # --- the local stack ----------------------------------------------------------------------------------------

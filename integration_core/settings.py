@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     # Matching
     routing_top_n: int = Field(1, ge=1, le=20, alias="ROUTING_TOP_N")
 
+    # Delivery engine
+    delivery_max_attempts: int = Field(8, ge=1, le=100, alias="DELIVERY_MAX_ATTEMPTS")
+    delivery_backoff_base_seconds: float = Field(2.0, gt=0, alias="DELIVERY_BACKOFF_BASE_SECONDS")
+    delivery_backoff_cap_seconds: float = Field(600.0, gt=0, alias="DELIVERY_BACKOFF_CAP_SECONDS")
+    delivery_lease_seconds: float = Field(120.0, ge=5, alias="DELIVERY_LEASE_SECONDS")
+    delivery_concurrency: int = Field(32, ge=1, le=256, alias="DELIVERY_CONCURRENCY")
+    delivery_batch_size: int = Field(200, ge=1, le=10_000, alias="DELIVERY_BATCH_SIZE")
+    delivery_request_timeout_seconds: float = Field(20.0, gt=0, alias="DELIVERY_REQUEST_TIMEOUT_SECONDS")
+    reconcile_delay_seconds: float = Field(2.0, ge=0, alias="RECONCILE_DELAY_SECONDS")
+    # fraction of the provider's documented budget we use (room for clock skew and other clients)
+    rate_limit_safety_margin: float = Field(0.92, gt=0, le=1, alias="RATE_LIMIT_SAFETY_MARGIN")
+    # after a 429 the rate halves; it recovers by this fraction of the full rate per second
+    rate_limit_recovery_per_second: float = Field(0.02, gt=0, le=1, alias="RATE_LIMIT_RECOVERY_PER_SECOND")
+
     # HTTP API
     api_host: str = Field("127.0.0.1", alias="API_HOST")
     api_port: int = Field(8000, alias="API_PORT")

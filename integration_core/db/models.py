@@ -336,6 +336,8 @@ class JobRouting(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # an earlier request may have reached the provider: look the marker up before sending again
+    lookup_required: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     delivery_mode: Mapped[str | None] = mapped_column(String(16))
     external_id: Mapped[str | None] = mapped_column(String(64))
     external_refs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
@@ -399,8 +401,8 @@ class ProviderRateLimit(Base):
     rate: Mapped[float] = mapped_column(Float, nullable=False)
     burst: Mapped[int] = mapped_column(Integer, nullable=False)
     current_rate: Mapped[float] = mapped_column(Float, nullable=False)
-    tokens: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
-    refilled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    # GCRA ("virtual scheduling"): the earliest time the next request may be scheduled at full rate
+    next_slot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     backoff_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     requests_total: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     throttled_total: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))

@@ -81,8 +81,7 @@ def upgrade() -> None:
         sa.Column("rate", sa.Float(), nullable=False),
         sa.Column("burst", sa.Integer(), nullable=False),
         sa.Column("current_rate", sa.Float(), nullable=False),
-        sa.Column("tokens", sa.Float(), server_default=sa.text("0"), nullable=False),
-        sa.Column("refilled_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("next_slot_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("backoff_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("requests_total", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("throttled_total", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
@@ -270,6 +269,7 @@ def upgrade() -> None:
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_version", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("lookup_required", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("delivery_mode", sa.String(length=16), nullable=True),
         sa.Column("external_id", sa.String(length=64), nullable=True),
         sa.Column(

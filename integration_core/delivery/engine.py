@@ -1,0 +1,782 @@
+"""Exactly-once delivery of one receiving company's routings (no Dagster here; `pipelines/` schedules it).
+
+For every routing of a batch: **check, send, mark**.
+
+1. *Claim* due routings with a lease (`FOR UPDATE SKIP LOCKED`; lease owner = run id; `lease_version` bumped).
+2. *Record* the attempt and commit before any request leaves; the same commit sets `lookup_required`, so a
+   crash after the request left is never followed by a blind resend.
+3. If an earlier request may have reached the provider (`lookup_required`), *look the marker up* first and
+   adopt what is found.
+4. *Send* (through the tenant's rate limiter), concurrently within the batch.
+5. *Write back* with fencing (`WHERE lease_version = :v`): a run that lost its lease changes nothing.
+
+Outcome → state: synced / adopted → `synced`; `RateLimited` → `pending` after Retry-After (no attempt burnt);
+`Retryable` → `pending` with exponential backoff and full jitter (failed once attempts are exhausted);
+`Permanent` → `failed` with the provider's message; `UnknownOutcome` (or any unexpected error) →
+`needs_reconcile`; `AuthFailed` → connection unhealthy, routing back untouched, the batch stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from integration_core.delivery.connections import LiveConnection, ProviderFactory, enabled_connection, open_connection
+from integration_core.providers.base import (
+    AuthFailed,
+    DeliveryRequest,
+    DeliveryResult,
+    Permanent,
+    ProviderError,
+    RateLimited,
+    Retryable,
+    UnknownOutcome,
+    redact,
+)
+from integration_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AUTH_PAUSE_SECONDS = 60.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    routing_id: uuid.UUID
+    error_code: str
+    message: str
+
+
+@dataclass
+class BatchSummary:
+    company_id: uuid.UUID
+    run_id: str
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)  # routed → synced, seconds
+    throttled: int = 0
+    limiter_wait_seconds: float = 0.0
+    requests: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    stopped: str | None = None  # why the batch stopped early (auth failure, no connection)
+    elapsed_seconds: float = 0.0
+
+    def merge(self, other: BatchSummary) -> None:
+        self.claimed += other.claimed
+        self.outcomes.update(other.outcomes)
+        self.latencies.extend(other.latencies)
+        self.throttled += other.throttled
+        self.limiter_wait_seconds += other.limiter_wait_seconds
+        self.requests += other.requests
+        self.failures.extend(other.failures)
+        self.stopped = other.stopped or self.stopped
+        self.elapsed_seconds += other.elapsed_seconds
+
+    def percentile(self, q: float) -> float | None:
+        return percentile(self.latencies, q)
+
+    @property
+    def terminal_failures(self) -> int:
+        return self.outcomes["failed"]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# claiming
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    lease_version: int
+    attempts: int
+    lookup_required: bool
+    request: DeliveryRequest
+    # local monotonic time by which this run must have finished with the routing (its lease, less a margin)
+    deadline: float = float("inf")
+
+    @property
+    def sensitive(self) -> list[str]:
+        return self.request.sensitive_values()
+
+
+_CLAIM = text(
+    """
+    WITH due AS (
+        SELECT id, status AS prev_status
+          FROM job_routings
+         WHERE receiving_company_id = :company
+           AND status = ANY(:statuses)
+           AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, sequence
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE job_routings r
+       SET status = 'claimed',
+           lease_owner = :owner,
+           lease_expires_at = now() + make_interval(secs => :lease),
+           lease_version = r.lease_version + 1,
+           lookup_required = r.lookup_required OR due.prev_status = 'needs_reconcile'
+      FROM due
+     WHERE r.id = due.id
+    RETURNING r.id, r.lease_version, r.attempts, r.lookup_required, r.job_id, r.created_at
+    """
+)
+
+_JOBS = text(
+    """
+    SELECT j.id, j.summary, j.street, j.unit, j.city, j.state, j.zip_code, j.country, j.homeowner_name,
+           j.homeowner_phone, j.homeowner_email, j.category, c.name AS referrer
+      FROM jobs j JOIN companies c ON c.id = j.created_by_company_id
+     WHERE j.id = ANY(:ids)
+    """
+)
+
+
+async def claim(
+    engine: AsyncEngine,
+    company_id: uuid.UUID,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    statuses: Iterable[str] = ("pending", "needs_reconcile"),
+) -> list[Claimed]:
+    """Lease up to `limit` due routings of one company, oldest first. Concurrent claimers never share a row."""
+    claimed_at = time.monotonic()
+    async with engine.begin() as conn:
+        rows = (
+            (
+                await conn.execute(
+                    _CLAIM,
+                    {
+                        "company": company_id,
+                        "statuses": list(statuses),
+                        "limit": limit,
+                        "owner": owner,
+                        "lease": lease_seconds,
+                    },
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return []
+        jobs = {
+            j["id"]: j for j in (await conn.execute(_JOBS, {"ids": list({r["job_id"] for r in rows})})).mappings().all()
+        }
+    claimed = []
+    for r in rows:
+        j = jobs[r["job_id"]]
+        claimed.append(
+            Claimed(
+                id=r["id"],
+                lease_version=r["lease_version"],
+                attempts=r["attempts"],
+                lookup_required=r["lookup_required"],
+                request=DeliveryRequest(
+                    routing_id=r["id"],
+                    summary=j["summary"],
+                    street=j["street"],
+                    unit=j["unit"],
+                    city=j["city"],
+                    state=j["state"],
+                    zip=j["zip_code"],
+                    country=j["country"],
+                    homeowner_name=j["homeowner_name"],
+                    homeowner_phone=j["homeowner_phone"],
+                    homeowner_email=j["homeowner_email"],
+                    category=j["category"],
+                    referring_company_name=j["referrer"],
+                    created_at=r["created_at"],
+                ),
+                deadline=claimed_at + lease_seconds * 0.9,
+            )
+        )
+    # oldest first, as claimed (RETURNING order is not guaranteed)
+    order = {r["id"]: i for i, r in enumerate(sorted(rows, key=lambda r: r["created_at"]))}
+    claimed.sort(key=lambda c: order[c.id])
+    return claimed
+
+
+# --------------------------------------------------------------------------------------------------------------
+# attempts and write-backs (all fenced)
+# --------------------------------------------------------------------------------------------------------------
+
+_RECORD_ATTEMPT = text(
+    """
+    WITH fenced AS (
+        UPDATE job_routings
+           SET attempts = attempts + :burn,
+               lookup_required = lookup_required OR :sends
+         WHERE id = :id AND lease_version = :v AND status = 'claimed'
+        RETURNING id, attempts
+    )
+    INSERT INTO sync_attempts (routing_id, run_id, attempt_no, operation)
+    SELECT id, :run, attempts + (1 - :burn), :op FROM fenced
+    RETURNING id
+    """
+)
+
+_FINISH_ATTEMPT = text(
+    """
+    UPDATE sync_attempts
+       SET finished_at = clock_timestamp(), outcome = :outcome, http_status = :http_status,
+           provider_trace_id = :trace_id, error_code = :code, error_message = :message,
+           duration_ms = :duration_ms
+     WHERE id = :id
+    """
+)
+
+_RELEASE = """
+    UPDATE job_routings
+       SET lease_owner = NULL, lease_expires_at = NULL, {sets}
+     WHERE id = :id AND lease_version = :v AND status = 'claimed'
+    RETURNING extract(epoch FROM clock_timestamp() - created_at) AS age_s
+"""
+
+
+def _release(sets: str) -> Any:
+    stmt = text(_RELEASE.format(sets=sets))
+    return stmt.bindparams(bindparam("refs", type_=JSONB)) if ":refs" in sets else stmt
+
+
+_SYNCED = _release(
+    "status = 'synced', external_id = :external_id, external_refs = :refs, delivery_mode = :mode, "
+    "synced_at = clock_timestamp(), lookup_required = false, last_error_code = NULL, last_error_message = NULL"
+)
+_TO_PENDING = _release(
+    "status = 'pending', next_attempt_at = clock_timestamp() + make_interval(secs => :delay), "
+    "lookup_required = :lookup, attempts = greatest(0, attempts - :refund), "
+    "last_error_code = coalesce(:code, last_error_code), last_error_message = coalesce(:message, last_error_message)"
+)
+_TO_FAILED = _release(
+    "status = 'failed', lookup_required = :lookup, last_error_code = :code, last_error_message = :message"
+)
+_TO_RECONCILE = _release(
+    "status = 'needs_reconcile', lookup_required = true, "
+    "next_attempt_at = clock_timestamp() + make_interval(secs => :delay), attempts = greatest(0, attempts - :refund), "
+    "last_error_code = :code, last_error_message = :message"
+)
+
+
+def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^(attempts-1)))."""
+    return rng.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+class _Batch:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        live: LiveConnection,
+        summary: BatchSummary,
+        rng: random.Random,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.live = live
+        self.summary = summary
+        self.rng = rng
+        self.stop = asyncio.Event()
+
+    # -- database ------------------------------------------------------------------------------------------
+
+    async def _record(self, c: Claimed, op: str, *, sends: bool) -> int | None:
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    _RECORD_ATTEMPT,
+                    {
+                        "id": c.id,
+                        "v": c.lease_version,
+                        "run": self.summary.run_id,
+                        "op": op,
+                        "burn": 1 if sends else 0,
+                        "sends": sends,
+                    },
+                )
+            ).first()
+        return None if row is None else int(row[0])
+
+    async def _finish(
+        self,
+        attempt_id: int,
+        outcome: str,
+        started: float,
+        error: ProviderError | None = None,
+        c: Claimed | None = None,
+    ) -> None:
+        params = {
+            "id": attempt_id,
+            "outcome": outcome,
+            "http_status": getattr(error, "http_status", None),
+            "trace_id": getattr(error, "trace_id", None),
+            "code": error.code if error else None,
+            "message": self._message(error, c) if error else None,
+            "duration_ms": int((time.monotonic() - started) * 1000),
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(_FINISH_ATTEMPT, params)
+
+    @staticmethod
+    def _message(error: ProviderError, c: Claimed | None) -> str:
+        msg = error.message
+        if isinstance(error, Permanent) and error.field_errors:
+            details = "; ".join(f"{k}: {', '.join(v)}" for k, v in error.field_errors.items())
+            msg = f"{msg} ({details})"
+        return redact(msg, c.sensitive if c else ())[:2000]
+
+    async def _write(self, stmt: Any, c: Claimed, **params: Any) -> float | None:
+        """A fenced write-back; returns the routing's age in seconds, or None when the lease was lost."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(stmt, {"id": c.id, "v": c.lease_version, **params})).first()
+        if row is None:
+            self.summary.outcomes["lease_lost"] += 1
+            return None
+        return float(row[0])
+
+    # -- outcomes ------------------------------------------------------------------------------------------
+
+    async def _synced(self, c: Claimed, result: DeliveryResult, outcome: str) -> None:
+        refs = {**result.refs, "kind": result.kind}
+        age = await self._write(
+            _SYNCED, c, external_id=result.external_id, refs=refs, mode=self.live.config.delivery_mode
+        )
+        if age is not None:
+            self.summary.outcomes[outcome] += 1
+            self.summary.latencies.append(age)
+
+    async def _fail(self, c: Claimed, code: str, message: str, *, lookup: bool) -> None:
+        if await self._write(_TO_FAILED, c, code=code, message=message, lookup=lookup) is not None:
+            self.summary.outcomes["failed"] += 1
+            self.summary.failures.append(Failure(c.id, code, message))
+
+    async def _pending(
+        self,
+        c: Claimed,
+        *,
+        delay: float,
+        lookup: bool,
+        refund: int,
+        code: str | None,
+        message: str | None,
+        outcome: str,
+    ) -> None:
+        written = await self._write(
+            _TO_PENDING, c, delay=delay, lookup=lookup, refund=refund, code=code, message=message
+        )
+        if written is not None:
+            self.summary.outcomes[outcome] += 1
+
+    async def _reconcile_later(self, c: Claimed, error: ProviderError, *, refund: int = 0) -> None:
+        written = await self._write(
+            _TO_RECONCILE,
+            c,
+            delay=self.settings.reconcile_delay_seconds,
+            refund=refund,
+            code=error.code,
+            message=self._message(error, c),
+        )
+        if written is not None:
+            self.summary.outcomes["needs_reconcile"] += 1
+
+    async def release(self, c: Claimed) -> None:
+        """Give a claimed routing back untouched (the batch stopped before its turn)."""
+        await self._pending(c, delay=0, lookup=c.lookup_required, refund=0, code=None, message=None, outcome="released")
+
+    async def _handle_error(self, c: Claimed, attempts: int, error: ProviderError, *, sent: bool) -> None:
+        """`sent`: the failing call was the delivery itself (not the lookup)."""
+        message = self._message(error, c)
+        lookup_after = c.lookup_required if not sent else False
+        if isinstance(error, RateLimited):
+            self.summary.throttled += 1
+            await self.live.limiter.throttled(error.retry_after)
+            delay = error.retry_after + self.rng.uniform(0, 0.5)
+            await self._pending(
+                c,
+                delay=delay,
+                lookup=lookup_after,
+                refund=1 if sent else 0,
+                code=error.code,
+                message=message,
+                outcome="rate_limited",
+            )
+        elif isinstance(error, AuthFailed):
+            self.stop.set()
+            self.summary.stopped = f"auth_failed: {message}"
+            await self._pending(
+                c,
+                delay=AUTH_PAUSE_SECONDS,
+                lookup=lookup_after,
+                refund=1 if sent else 0,
+                code=error.code,
+                message=message,
+                outcome="auth_failed",
+            )
+        elif isinstance(error, Permanent):
+            await self._fail(c, error.code, message, lookup=lookup_after)
+        elif isinstance(error, Retryable):
+            if attempts >= self.settings.delivery_max_attempts:
+                await self._fail(
+                    c,
+                    "attempts_exhausted",
+                    f"gave up after {attempts} attempts; last error: {message}",
+                    lookup=lookup_after,
+                )
+                return
+            delay = backoff_seconds(
+                attempts,
+                self.settings.delivery_backoff_base_seconds,
+                self.settings.delivery_backoff_cap_seconds,
+                self.rng,
+            )
+            await self._pending(
+                c, delay=delay, lookup=lookup_after, refund=0, code=error.code, message=message, outcome="retry"
+            )
+        else:  # UnknownOutcome (and anything unclassified): the provider may have the record
+            await self._reconcile_later(c, error)
+
+    # -- one routing ---------------------------------------------------------------------------------------
+
+    def _lease_too_short(self, c: Claimed) -> bool:
+        """Never start provider calls that could outlive the lease: once it expires, reconcile may hand the
+        routing to another run, and two runs must never both send it."""
+        caps = self.live.provider.capabilities
+        needed = caps.requests_per_delivery * self.settings.delivery_request_timeout_seconds * 1.5 + 1.0
+        return time.monotonic() + needed > c.deadline
+
+    async def process(self, c: Claimed, *, lookup_only: bool = False) -> None:
+        """Deliver one claimed routing (lookup first when required). `lookup_only` (reconcile): after a lookup
+        that finds nothing, return the routing to `pending` instead of sending."""
+        if self.stop.is_set() or self._lease_too_short(c):
+            await self.release(c)
+            return
+        provider = self.live.provider
+        attempts = c.attempts
+        if c.lookup_required:
+            attempt_id = await self._record(c, "lookup", sends=False)
+            if attempt_id is None:
+                self.summary.outcomes["lease_lost"] += 1
+                return
+            started = time.monotonic()
+            try:
+                found = await provider.find_existing(c.request)
+            except ProviderError as error:
+                await self._finish(attempt_id, _attempt_outcome(error), started, error, c)
+                await self._handle_error(c, attempts, error, sent=False)
+                return
+            except Exception as exc:  # a bug must not strand the routing
+                unexpected = _unexpected(exc, c)
+                await self._finish(attempt_id, "unknown", started, unexpected, c)
+                await self._reconcile_later(c, unexpected)
+                return
+            if found is not None:
+                await self._finish(attempt_id, "adopted", started)
+                await self._synced(c, found, "adopted")
+                return
+            await self._finish(attempt_id, "not_found", started)
+            if lookup_only:
+                await self._pending(c, delay=0, lookup=False, refund=0, code=None, message=None, outcome="not_found")
+                return
+            if attempts >= self.settings.delivery_max_attempts:
+                await self._fail(
+                    c, "attempts_exhausted", f"not at the provider after {attempts} attempts", lookup=False
+                )
+                return
+        if self.stop.is_set() or self._lease_too_short(c):
+            await self.release(c)
+            return
+
+        attempt_id = await self._record(c, "deliver", sends=True)
+        if attempt_id is None:
+            self.summary.outcomes["lease_lost"] += 1
+            return
+        attempts += 1
+        started = time.monotonic()
+        try:
+            result = await provider.deliver(c.request)
+        except ProviderError as error:
+            await self._finish(attempt_id, _attempt_outcome(error), started, error, c)
+            await self._handle_error(c, attempts, error, sent=True)
+            return
+        except Exception as exc:
+            unexpected = _unexpected(exc, c)
+            await self._finish(attempt_id, "unknown", started, unexpected, c)
+            await self._reconcile_later(c, unexpected)
+            return
+        await self._finish(attempt_id, "synced", started)
+        await self._synced(c, result, "synced")
+
+
+def _attempt_outcome(error: ProviderError) -> str:
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, AuthFailed):
+        return "auth_failed"
+    if isinstance(error, Permanent):
+        return "failed"
+    if isinstance(error, Retryable):
+        return "retryable"
+    return "unknown"
+
+
+def _unexpected(exc: BaseException, c: Claimed) -> UnknownOutcome:
+    # the exception's text may quote homeowner data: log only its type and where it happened
+    where = "".join(traceback.format_tb(exc.__traceback__, limit=-3))
+    log.error("unexpected %s while delivering routing %s\n%s", type(exc).__name__, c.id, where)
+    return UnknownOutcome(
+        f"internal error ({type(exc).__name__}); the record will be looked up before any resend", code="internal_error"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------------------------------------------
+
+_CONNECTION_HEALTH = text(
+    """
+    UPDATE provider_connections
+       SET health = CASE WHEN :auth_failed THEN 'unhealthy' WHEN :ok THEN 'healthy' ELSE health END,
+           last_success_at = CASE WHEN :ok THEN clock_timestamp() ELSE last_success_at END,
+           last_failure_at = CASE WHEN :failed THEN clock_timestamp() ELSE last_failure_at END,
+           last_error = CASE WHEN :failed THEN :error ELSE last_error END
+     WHERE id = :id
+    """
+)
+
+
+async def _note_connection_health(engine: AsyncEngine, live: LiveConnection, summary: BatchSummary) -> None:
+    ok = summary.outcomes["synced"] + summary.outcomes["adopted"] > 0
+    auth_failed = summary.outcomes["auth_failed"] > 0
+    failed = auth_failed or summary.outcomes["failed"] > 0
+    error = summary.stopped or (summary.failures[-1].message if summary.failures else None)
+    if not (ok or failed):
+        return
+    async with engine.begin() as conn:
+        await conn.execute(
+            _CONNECTION_HEALTH,
+            {
+                "id": live.row.id,
+                "ok": ok and not auth_failed,
+                "failed": failed,
+                "auth_failed": auth_failed,
+                "error": error,
+            },
+        )
+
+
+async def _run_claimed(
+    engine: AsyncEngine,
+    settings: Settings,
+    live: LiveConnection,
+    claimed: list[Claimed],
+    summary: BatchSummary,
+    rng: random.Random,
+    *,
+    lookup_only: bool = False,
+) -> None:
+    batch = _Batch(engine, settings, live, summary, rng)
+    sem = asyncio.Semaphore(settings.delivery_concurrency)
+
+    async def one(c: Claimed) -> None:
+        async with sem:
+            await batch.process(c, lookup_only=lookup_only)
+
+    waited, acquired = live.limiter.waited_seconds, live.limiter.acquired
+    await asyncio.gather(*(one(c) for c in claimed))
+    summary.limiter_wait_seconds += live.limiter.waited_seconds - waited
+    summary.requests += live.limiter.acquired - acquired
+
+
+def lease_seconds(settings: Settings, live: LiveConnection, limit: int) -> float:
+    """Long enough for the whole batch at the tenant's rate, plus the slowest single delivery, twice over."""
+    per_delivery = live.provider.capabilities.requests_per_delivery
+    pacing = limit * per_delivery / live.limiter.rate
+    slowest = per_delivery * settings.delivery_request_timeout_seconds
+    return settings.delivery_lease_seconds + 2 * (pacing + slowest)
+
+
+async def deliver_batch(
+    engine: AsyncEngine,
+    settings: Settings,
+    company_id: uuid.UUID,
+    run_id: str,
+    *,
+    limit: int | None = None,
+    provider_factory: ProviderFactory | None = None,
+    live: LiveConnection | None = None,
+    rng: random.Random | None = None,
+) -> BatchSummary:
+    """Claim and deliver up to `limit` due routings of one receiving company. Safe to run concurrently."""
+    started = time.monotonic()
+    summary = BatchSummary(company_id=company_id, run_id=run_id)
+    owned = live is None
+    if live is None:
+        async with AsyncSession(engine) as session:
+            row = await enabled_connection(session, company_id)
+        if row is None:
+            summary.stopped = "no enabled provider connection"
+            return summary
+        live = open_connection(engine, row, settings, provider_factory)
+    try:
+        limit = limit or settings.delivery_batch_size
+        lease = lease_seconds(settings, live, limit)
+        claimed = await claim(engine, company_id, owner=run_id, limit=limit, lease_seconds=lease)
+        summary.claimed = len(claimed)
+        if claimed:
+            await _run_claimed(engine, settings, live, claimed, summary, rng or random.Random())
+            await _note_connection_health(engine, live, summary)
+    finally:
+        if owned:
+            await live.aclose()
+    summary.elapsed_seconds = time.monotonic() - started
+    return summary
+
+
+async def drain(
+    engine: AsyncEngine,
+    settings: Settings,
+    company_id: uuid.UUID,
+    run_id: str,
+    *,
+    time_budget_seconds: float,
+    limit: int | None = None,
+    provider_factory: ProviderFactory | None = None,
+    rng: random.Random | None = None,
+) -> BatchSummary:
+    """Deliver batch after batch while the company has due work and the time budget lasts (one provider client,
+    one token, one rate limiter for the whole run)."""
+    total = BatchSummary(company_id=company_id, run_id=run_id)
+    deadline = time.monotonic() + time_budget_seconds
+    async with AsyncSession(engine) as session:
+        row = await enabled_connection(session, company_id)
+    if row is None:
+        total.stopped = "no enabled provider connection"
+        return total
+    live = open_connection(engine, row, settings, provider_factory)
+    try:
+        while time.monotonic() < deadline:
+            summary = await deliver_batch(engine, settings, company_id, run_id, limit=limit, live=live, rng=rng)
+            total.merge(summary)
+            if summary.claimed == 0 or summary.stopped:
+                break
+    finally:
+        await live.aclose()
+    return total
+
+
+@dataclass
+class ReconcileSummary:
+    expired_leases: int = 0
+    looked_up: BatchSummary | None = None
+    companies: int = 0
+    without_connection: int = 0
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        return self.looked_up.outcomes if self.looked_up else Counter()
+
+
+_EXPIRE_LEASES = text(
+    """
+    UPDATE job_routings
+       SET status = 'needs_reconcile', lookup_required = true, lease_owner = NULL, lease_expires_at = NULL,
+           lease_version = lease_version + 1, next_attempt_at = clock_timestamp(),
+           last_error_code = 'lease_expired',
+           last_error_message = 'the run holding this routing stopped before writing back its outcome'
+     WHERE status = 'claimed' AND lease_expires_at < clock_timestamp()
+    RETURNING id
+    """
+)
+_ABANDON_ATTEMPTS = text(
+    """
+    UPDATE sync_attempts SET outcome = 'abandoned', finished_at = clock_timestamp()
+     WHERE routing_id = ANY(:ids) AND outcome = 'in_flight'
+    """
+)
+_RECONCILE_COMPANIES = text(
+    """
+    SELECT receiving_company_id FROM job_routings
+     WHERE status = 'needs_reconcile' AND next_attempt_at <= now()
+     GROUP BY receiving_company_id ORDER BY min(next_attempt_at)
+    """
+)
+
+
+async def reconcile(
+    engine: AsyncEngine,
+    settings: Settings,
+    run_id: str,
+    *,
+    limit_per_company: int = 500,
+    provider_factory: ProviderFactory | None = None,
+    rng: random.Random | None = None,
+) -> ReconcileSummary:
+    """Expired leases → `needs_reconcile`; then every due `needs_reconcile` routing is looked up at the provider
+    by its marker: found → `synced` (its id adopted), absent → `pending`. Idempotent, and safe while batches run
+    (it claims what it looks up, like a batch)."""
+    result = ReconcileSummary(looked_up=BatchSummary(company_id=uuid.UUID(int=0), run_id=run_id))
+    async with engine.begin() as conn:
+        expired = [r[0] for r in (await conn.execute(_EXPIRE_LEASES)).all()]
+        if expired:
+            await conn.execute(_ABANDON_ATTEMPTS, {"ids": expired})
+    result.expired_leases = len(expired)
+    if expired:
+        log.warning("reconcile: %d expired lease(s) moved to needs_reconcile", len(expired))
+    async with engine.connect() as conn:
+        companies = [r[0] for r in (await conn.execute(_RECONCILE_COMPANIES)).all()]
+    for company_id in companies:
+        async with AsyncSession(engine) as session:
+            row = await enabled_connection(session, company_id)
+        if row is None:
+            result.without_connection += 1
+            continue
+        result.companies += 1
+        live = open_connection(engine, row, settings, provider_factory)
+        try:
+            claimed = await claim(
+                engine,
+                company_id,
+                owner=run_id,
+                limit=limit_per_company,
+                lease_seconds=lease_seconds(settings, live, limit_per_company),
+                statuses=("needs_reconcile",),
+            )
+            summary = BatchSummary(company_id=company_id, run_id=run_id, claimed=len(claimed))
+            if claimed:
+                await _run_claimed(engine, settings, live, claimed, summary, rng or random.Random(), lookup_only=True)
+            assert result.looked_up is not None
+            result.looked_up.merge(summary)
+        finally:
+            await live.aclose()
+    return result

@@ -1,0 +1,146 @@
+"""The per-(provider, tenant) request budget, shared by every process through PostgreSQL.
+
+A GCRA token bucket ("virtual scheduling"): the row keeps `next_slot_at`, the earliest time the next request
+may go out at full rate. `acquire` reserves a slot with ONE atomic UPDATE (no lock held while anyone sleeps) and
+returns how long the caller must wait; the caller sleeps outside any transaction. Any 1-second window therefore
+sees at most `rate + burst - 1` requests from all processes together, where `rate` is the provider's budget times
+the safety margin.
+
+After a 429 every process waits out `backoff_until` (the provider's Retry-After), and the rate halves, then
+recovers linearly (`RATE_LIMIT_RECOVERY_PER_SECOND` of the full rate per second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# the rate in force: the full rate, or the reduced rate after a 429 recovering linearly
+_EFFECTIVE_RATE = (
+    "least(rate, current_rate + rate * :recovery * "
+    "greatest(0, extract(epoch FROM clock_timestamp() - coalesce(last_throttled_at, clock_timestamp()))))"
+)
+_START = "greatest(clock_timestamp(), coalesce(backoff_until, clock_timestamp()))"
+
+_ENSURE = text(
+    """
+    INSERT INTO provider_rate_limits (provider, tenant_id, rate, burst, current_rate)
+    VALUES (:provider, :tenant, :rate, :burst, :rate)
+    ON CONFLICT (provider, tenant_id) DO UPDATE
+       SET rate = excluded.rate, burst = excluded.burst,
+           current_rate = least(provider_rate_limits.current_rate, excluded.rate)
+    """
+)
+
+_ACQUIRE = text(
+    f"""
+    UPDATE provider_rate_limits
+       SET next_slot_at = greatest(next_slot_at, {_START}) + make_interval(secs => 1.0 / {_EFFECTIVE_RATE}),
+           requests_total = requests_total + 1
+     WHERE provider = :provider AND tenant_id = :tenant
+    RETURNING extract(epoch FROM greatest({_START},
+                      next_slot_at - make_interval(secs => burst / {_EFFECTIVE_RATE})) - clock_timestamp()) AS wait_s
+    """
+)
+
+_BACKOFF_LEFT = text(
+    """
+    SELECT greatest(0, extract(epoch FROM backoff_until - clock_timestamp()))
+      FROM provider_rate_limits WHERE provider = :provider AND tenant_id = :tenant
+    """
+)
+
+_THROTTLED = text(
+    f"""
+    UPDATE provider_rate_limits
+       SET backoff_until = greatest(coalesce(backoff_until, now()), now() + make_interval(secs => :retry_after)),
+           next_slot_at = greatest(next_slot_at, now() + make_interval(secs => :retry_after)),
+           current_rate = greatest(rate * 0.1, {_EFFECTIVE_RATE} * 0.5),
+           last_throttled_at = now(),
+           throttled_total = throttled_total + 1
+     WHERE provider = :provider AND tenant_id = :tenant
+    """
+)
+
+
+def effective_burst(budget: float, rate: float, burst: int) -> int:
+    """The burst we allow ourselves: a 1-second window holds at most `burst + floor(rate)` requests, which must
+    stay within the provider's budget."""
+    return max(1, min(burst, math.floor(budget - rate + 1e-9)))
+
+
+class PostgresRateLimiter:
+    """A `RequestGate` for one (provider, tenant): call `acquire()` before every provider API request."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        provider: str,
+        tenant_id: str,
+        budget_per_second: float,
+        burst: int,
+        safety_margin: float,
+        recovery_per_second: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.provider = provider
+        self.tenant_id = tenant_id
+        self.rate = budget_per_second * safety_margin
+        self.burst = effective_burst(budget_per_second, self.rate, burst)
+        self.recovery = recovery_per_second
+        self._sleep = sleep
+        self._ensured = False
+        self._lock = asyncio.Lock()
+        self.acquired = 0
+        self.waited_seconds = 0.0
+        self.throttled_count = 0
+
+    @property
+    def _key(self) -> dict[str, object]:
+        return {"provider": self.provider, "tenant": self.tenant_id}
+
+    async def ensure(self) -> None:
+        if self._ensured:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(_ENSURE, {**self._key, "rate": self.rate, "burst": self.burst})
+        self._ensured = True
+
+    async def acquire(self) -> None:
+        await self.ensure()
+        started = time.monotonic()
+        # One reservation at a time per process: slots are handed out just ahead of use (a short horizon, so a
+        # 429 seen anywhere stops everyone promptly) and released at their time, not in bunches.
+        async with self._lock:
+            await self._acquire_slot()
+        self.acquired += 1
+        self.waited_seconds += time.monotonic() - started
+
+    async def _acquire_slot(self) -> None:
+        while True:
+            async with self.engine.begin() as conn:
+                wait = float((await conn.execute(_ACQUIRE, {**self._key, "recovery": self.recovery})).scalar_one())
+            if wait <= 0:
+                break
+            await self._sleep(wait)
+            # a 429 seen by anyone while we slept moves everyone's schedule: check before sending
+            async with self.engine.connect() as conn:
+                left = float((await conn.execute(_BACKOFF_LEFT, self._key)).scalar_one() or 0)
+            if left <= 0:
+                break
+
+    async def throttled(self, retry_after: float) -> None:
+        """Record a 429: every process waits `retry_after` seconds, and the rate is lowered for a while."""
+        await self.ensure()
+        self.throttled_count += 1
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                _THROTTLED, {**self._key, "recovery": self.recovery, "retry_after": max(0.0, retry_after)}
+            )
