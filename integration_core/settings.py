@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "changethis", "change-me", "secret", "dev-secret-key"})
@@ -20,6 +20,9 @@ DEV_API_TOKEN = "dev-api-token"
 DEV_SECRET_KEY = "dev-secret-key"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# what `/api/health/component/{name}` and `si health` check (integration_core.health)
+HEALTH_COMPONENTS = ("db", "providers", "dagster", "sandbox")
 
 
 class ConfigurationError(RuntimeError):
@@ -44,6 +47,9 @@ class Settings(BaseSettings):
     servicetitan_app_key: SecretStr | None = Field(None, alias="SERVICETITAN_APP_KEY")
     servicetitan_env: Literal["production", "integration", "sandbox"] = Field("sandbox", alias="SERVICETITAN_ENV")
     servicetitan_sandbox_url: str = Field("http://127.0.0.1:8100", alias="SERVICETITAN_SANDBOX_URL")
+    # the sandbox's back office (accepts, converts, completes records on its own) in `si run`
+    sandbox_office_enabled: bool = Field(True, alias="SANDBOX_OFFICE_ENABLED")
+    sandbox_office_pace_seconds: float = Field(5.0, gt=0, alias="SANDBOX_OFFICE_PACE_SECONDS")
 
     # Matching
     routing_top_n: int = Field(1, ge=1, le=20, alias="ROUTING_TOP_N")
@@ -62,12 +68,55 @@ class Settings(BaseSettings):
     # after a 429 the rate halves; it recovers by this fraction of the full rate per second
     rate_limit_recovery_per_second: float = Field(0.02, gt=0, le=1, alias="RATE_LIMIT_RECOVERY_PER_SECOND")
 
+    # Dagster (pipelines/): when things run
+    dagster_database_url: str | None = Field(None, alias="DAGSTER_DATABASE_URL")  # default: same server, db "dagster"
+    dagster_webserver_port: int = Field(3000, alias="DAGSTER_WEBSERVER_PORT")
+    dagster_code_server_port: int = Field(4000, alias="DAGSTER_CODE_SERVER_PORT")
+    sensor_interval_seconds: int = Field(5, ge=1, le=3600, alias="SENSOR_INTERVAL_SECONDS")
+    sensor_max_companies: int = Field(500, ge=1, le=10_000, alias="SENSOR_MAX_COMPANIES")
+    run_time_budget_seconds: float = Field(120.0, ge=5, alias="RUN_TIME_BUDGET_SECONDS")
+    reconcile_cron: str = Field("* * * * *", alias="RECONCILE_CRON")
+    pull_updates_cron: str = Field("*/15 * * * *", alias="PULL_UPDATES_CRON")
+    pull_concurrency: int = Field(4, ge=1, le=64, alias="PULL_CONCURRENCY")
+    retention_cron: str = Field("17 3 * * *", alias="RETENTION_CRON")
+    retention_days: int = Field(90, ge=1, alias="RETENTION_DAYS")
+    checks_cron: str = Field("*/5 * * * *", alias="CHECKS_CRON")
+    failure_rate_threshold: float = Field(0.2, ge=0, le=1, alias="FAILURE_RATE_THRESHOLD")
+    delivery_target_seconds: float = Field(300.0, gt=0, alias="DELIVERY_TARGET_SECONDS")
+    alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")
+
     # HTTP API
     api_host: str = Field("127.0.0.1", alias="API_HOST")
     api_port: int = Field(8000, alias="API_PORT")
     api_page_size_max: int = Field(500, alias="API_PAGE_SIZE_MAX")
 
+    # Operator surface: health checks and the Dagster webserver's GraphQL API (integration_core.dagster_client)
+    dagster_webserver_url: str = Field("http://127.0.0.1:3000", alias="DAGSTER_WEBSERVER_URL")
+    dagster_timeout_seconds: float = Field(3.0, gt=0, le=60, alias="DAGSTER_TIMEOUT_SECONDS")
+    # components whose failure makes /api/health answer 503 and `si health` exit 3: db, providers, dagster, sandbox
+    health_required_components: str = Field("db", alias="HEALTH_REQUIRED_COMPONENTS")
+    # a provider connection is checked (token + one cheap read) at most once per this many seconds
+    health_cache_seconds: float = Field(60.0, ge=0, le=86_400, alias="HEALTH_CACHE_SECONDS")
+    health_check_timeout_seconds: float = Field(10.0, gt=0, le=120, alias="HEALTH_CHECK_TIMEOUT_SECONDS")
+
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("health_required_components")
+    @classmethod
+    def _known_components(cls, v: str) -> str:
+        names = [n.strip().lower() for n in v.split(",") if n.strip()]
+        names = ["db" if n == "database" else n for n in names]
+        unknown = sorted(set(names) - set(HEALTH_COMPONENTS))
+        if unknown:
+            raise ValueError(
+                f"HEALTH_REQUIRED_COMPONENTS: unknown component(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(HEALTH_COMPONENTS)}"
+            )
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def required_components(self) -> frozenset[str]:
+        return frozenset(n for n in self.health_required_components.split(",") if n)
 
     @model_validator(mode="after")
     def _enforce_secrets(self) -> Settings:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from integration_core.settings import Settings
+from integration_core.settings import PROJECT_ROOT, Settings
 
 
 @dataclass(frozen=True)
@@ -28,28 +30,89 @@ class Service:
     argv: list[str]
     port: int | None
     health_url: str | None
+    dagster: bool = False  # needs the instance's storage URL
 
 
 def _si(*args: str) -> list[str]:
     return [sys.executable, "-m", "integration_core.cli", *args]
 
 
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
 def services(settings: Settings) -> list[Service]:
-    sandbox_port = int(settings.servicetitan_sandbox_url.rsplit(":", 1)[-1].split("/")[0])
+    """What `si run` starts, in order: each must be healthy before the next starts."""
+    web, code = settings.dagster_webserver_port, settings.dagster_code_server_port
+    grpc = ["--grpc-host", "127.0.0.1", "--grpc-port", str(code)]
+    out: list[Service] = []
+    if settings.servicetitan_env == "sandbox":
+        port = int(settings.servicetitan_sandbox_url.rsplit(":", 1)[-1].split("/")[0])
+        out.append(
+            Service(
+                "sandbox",
+                _si(
+                    "sandbox",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--office" if settings.sandbox_office_enabled else "--no-office",
+                    "--office-pace",
+                    str(settings.sandbox_office_pace_seconds),
+                ),
+                port,
+                f"http://127.0.0.1:{port}/_sandbox/health",
+            )
+        )
     return [
-        Service(
-            "sandbox",
-            _si("sandbox", "serve", "--port", str(sandbox_port), "--office"),
-            sandbox_port,
-            f"http://127.0.0.1:{sandbox_port}/_sandbox/health",
-        ),
+        *out,
         Service(
             "api",
             _si("api", "serve", "--port", str(settings.api_port)),
             settings.api_port,
             f"http://127.0.0.1:{settings.api_port}/api/health",
         ),
+        Service(
+            "dagster-code",
+            [
+                _bin("dagster"),
+                "code-server",
+                "start",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(code),
+                "-m",
+                "pipelines.definitions",
+            ],
+            code,
+            None,
+            dagster=True,
+        ),
+        Service(
+            "dagster-webserver",
+            [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(web), *grpc],
+            web,
+            f"http://127.0.0.1:{web}/server_info",
+            dagster=True,
+        ),
+        Service("dagster-daemon", [_bin("dagster-daemon"), "run", *grpc], None, None, dagster=True),
     ]
+
+
+def dagster_home(settings: Settings) -> Path:
+    """`.data/dagster_home` holding the repository's dagster.yaml (refreshed on every start)."""
+    home = settings.data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def dagster_env(settings: Settings) -> dict[str, str]:
+    """Environment of every Dagster process: the instance (DAGSTER_HOME) and its storage."""
+    from integration_core.db.engine import dagster_storage_url
+
+    return {"DAGSTER_HOME": str(dagster_home(settings)), "DAGSTER_POSTGRES_URL": dagster_storage_url(settings)}
 
 
 def run_dir(settings: Settings) -> Path:
@@ -112,18 +175,30 @@ def status(settings: Settings) -> list[dict[str, object]]:
     return rows
 
 
-def _wait_healthy(svc: Service, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    if svc.health_url is None:
-        return
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_healthy(svc: Service, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{svc.name} exited with code {proc.returncode}; see its log")
-        try:
-            if httpx.get(svc.health_url, timeout=1).status_code < 500:
+        if svc.health_url is not None:
+            try:
+                if httpx.get(svc.health_url, timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+        elif svc.port is not None:
+            if _port_open(svc.port):
                 return
-        except httpx.HTTPError:
-            pass
+        else:
+            time.sleep(1.0)  # nothing to probe (the daemon): alive after a moment is enough
+            if proc.poll() is None:
+                return
         time.sleep(0.2)
     raise RuntimeError(f"{svc.name} did not become healthy within {timeout:.0f}s")
 
@@ -139,20 +214,24 @@ class Supervisor:
 
     def start_all(self) -> None:
         logs = log_dir(self.settings)
+        base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        extra = dagster_env(self.settings)
         for svc in services(self.settings):
             log = open(logs / f"{svc.name}.log", "ab")  # noqa: SIM115 - owned by the child for its life
+            env = {**base_env, **extra} if svc.dagster else base_env
             proc = subprocess.Popen(  # noqa: S603 - our own argv
                 svc.argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                cwd=PROJECT_ROOT,
+                env=env,
             )
             self.procs.append((svc, proc))
             self._write_state()
             _wait_healthy(svc, proc)
             if self.echo:
-                print(f"  {svc.name:<10} pid {proc.pid:<7} port {svc.port}  log {logs / (svc.name + '.log')}")
+                print(f"  {svc.name:<18} pid {proc.pid:<7} port {svc.port}  log {logs / (svc.name + '.log')}")
 
     def _write_state(self) -> None:
         state = {
@@ -205,3 +284,79 @@ def stop_background(settings: Settings, timeout: float = 30) -> bool:
             os.killpg(int(proc["pid"]), signal.SIGTERM)
     _state_file(settings).unlink(missing_ok=True)
     return True
+
+
+class LocalStack:
+    """A whole stack (`si run`) in its own data directory on free ports: for end-to-end tests and benchmarks.
+
+    `env` adds to this process's environment (DATABASE_URL, API_TOKEN, …); ports and DATA_DIR are chosen here.
+    """
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        from integration_core.http_server import free_port
+
+        self.data_dir = data_dir
+        self.ports = {name: free_port() for name in ("api", "sandbox", "web", "code")}
+        self.env = {
+            **os.environ,
+            "DATA_DIR": str(data_dir),
+            "API_PORT": str(self.ports["api"]),
+            "SERVICETITAN_SANDBOX_URL": f"http://127.0.0.1:{self.ports['sandbox']}",
+            "DAGSTER_WEBSERVER_PORT": str(self.ports["web"]),
+            "DAGSTER_CODE_SERVER_PORT": str(self.ports["code"]),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['sandbox']}"
+
+    @property
+    def dagster_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['web']}"
+
+    def start(self, timeout: float = 180) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "si-run.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "integration_core.cli", "run"],
+            env=self.env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        state = self.data_dir / "run" / "stack.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"si run exited with {self.proc.returncode}: see {self.data_dir}/si-run.log")
+            if state.exists():
+                procs = json.loads(state.read_text()).get("processes", [])
+                if len(procs) == 5 and "is up" in (self.data_dir / "si-run.log").read_text(errors="replace"):
+                    return
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"the stack did not come up within {timeout:.0f}s: see {self.data_dir}/si-run.log")
+
+    def stop(self, timeout: float = 60) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

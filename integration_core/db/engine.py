@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +30,28 @@ def resolve_database_url(settings: Settings | None = None) -> str:
     if settings.database_url:
         return normalize_url(settings.database_url)
     return embedded.embedded_url(settings.data_dir, settings.embedded_db_name)
+
+
+def dagster_storage_url(settings: Settings | None = None) -> str:
+    """Dagster's own storage: `DAGSTER_DATABASE_URL`, else a database named `dagster` on the same server
+    (created if missing). psycopg2 scheme, which dagster-postgres drives (see dagster-notes §6)."""
+    settings = settings or get_settings()
+    if settings.dagster_database_url:
+        url = make_url(normalize_url(settings.dagster_database_url))
+    else:
+        app_url = make_url(resolve_database_url(settings))
+        url = app_url.set(database="dagster")
+        _ensure_database(app_url, "dagster")
+    return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+
+def _ensure_database(app_url: URL, name: str) -> None:
+    import psycopg
+
+    admin = app_url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def redacted(url: str) -> str:

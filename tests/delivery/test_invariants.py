@@ -110,7 +110,8 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         faults_seen += sum(info["faults"]["counts"].values())
         markers = info["markers"]
         for kind, counts in markers.items():
-            assert not {m: n for m, n in counts.items() if n > 1}, f"duplicates at {tenant} {kind}"
+            dups = {m.split("=", 1)[-1]: n for m, n in counts.items() if n > 1}
+            assert not dups, f"duplicates at {tenant} {kind}: {_history(db, list(dups)[:3])}"
         delivered = (
             markers["bookings"] if mode == "booking" else {k.split("=", 1)[1]: v for k, v in markers["jobs"].items()}
         )
@@ -120,3 +121,13 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         assert set(delivered) - synced <= failed, "a record exists at the provider for an unsynced routing"
         assert len(synced) + len(failed) == PER_TENANT  # lost = 0
     assert faults_seen > 50  # the mix really happened
+
+
+def _history(db, routing_ids: list[str]) -> str:
+    """The attempt history of routings, to explain a failure."""
+    with db.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT routing_id, id, run_id, operation, outcome, error_code, started_at, finished_at "
+            "FROM sync_attempts WHERE routing_id = ANY(CAST(:ids AS uuid[])) ORDER BY routing_id, id"),
+            {"ids": routing_ids}).all()
+    return "\n".join(str(tuple(r)) for r in rows)

@@ -1,0 +1,132 @@
+"""Read-side queries the scheduler and the checks use: what is due, what is open, what looks wrong.
+
+Plain SQL over the hot-path indexes (docs/architecture.md); every query is bounded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class DueCompany:
+    company_id: uuid.UUID
+    name: str
+    tenant_id: str
+    due: int
+    max_sequence: int
+    oldest_due_at: datetime
+
+
+_DUE = text(
+    """
+    SELECT r.receiving_company_id AS company_id, c.name, pc.tenant_id, count(*) AS due,
+           max(r.sequence) AS max_sequence, min(r.next_attempt_at) AS oldest_due_at
+      FROM job_routings r
+      JOIN companies c ON c.id = r.receiving_company_id
+      JOIN provider_connections pc ON pc.company_id = r.receiving_company_id AND pc.enabled
+     WHERE r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
+     GROUP BY r.receiving_company_id, c.name, pc.tenant_id
+     ORDER BY min(r.next_attempt_at)
+     LIMIT :limit
+    """
+)
+
+
+def due_companies(session: Session, *, limit: int) -> list[DueCompany]:
+    """Companies with due work (pending, or awaiting a lookup) and an enabled connection, longest-waiting first."""
+    return [DueCompany(**row) for row in session.execute(_DUE, {"limit": limit}).mappings()]
+
+
+_OPEN = text(
+    """
+    SELECT DISTINCT r.receiving_company_id
+      FROM job_routings r
+      JOIN provider_connections pc ON pc.company_id = r.receiving_company_id AND pc.enabled
+     WHERE r.status = 'synced'
+       AND (r.external_status IS NULL OR r.external_status NOT IN ('completed', 'canceled', 'dismissed'))
+    """
+)
+
+
+def companies_with_open_routings(session: Session) -> list[uuid.UUID]:
+    """Companies whose delivered work is not final yet: the only ones worth a status pull."""
+    return [row[0] for row in session.execute(_OPEN)]
+
+
+def expired_leases(session: Session, *, grace_seconds: float) -> int:
+    return int(
+        session.execute(
+            text(
+                "SELECT count(*) FROM job_routings WHERE status = 'claimed' "
+                "AND lease_expires_at < now() - make_interval(secs => :grace)"
+            ),
+            {"grace": grace_seconds},
+        ).scalar_one()
+    )
+
+
+@dataclass(frozen=True)
+class FailureRate:
+    company_id: uuid.UUID
+    name: str
+    finished: int
+    failed: int
+
+    @property
+    def rate(self) -> float:
+        return self.failed / self.finished if self.finished else 0.0
+
+
+def failure_rates(session: Session, *, window_hours: float = 24, min_finished: int = 5) -> list[FailureRate]:
+    """Per company over the window: routings that reached a final delivery state, and how many failed."""
+    rows = session.execute(
+        text(
+            """
+            SELECT r.receiving_company_id AS company_id, c.name,
+                   count(*) AS finished, count(*) FILTER (WHERE r.status = 'failed') AS failed
+              FROM job_routings r JOIN companies c ON c.id = r.receiving_company_id
+             WHERE r.status IN ('synced', 'failed') AND r.updated_at > now() - make_interval(hours => :h)
+             GROUP BY r.receiving_company_id, c.name
+            HAVING count(*) >= :min
+            """
+        ),
+        {"h": int(window_hours), "min": min_finished},
+    ).mappings()
+    return [FailureRate(**row) for row in rows]
+
+
+def oldest_due_pending_age(session: Session) -> float | None:
+    """Seconds the longest-waiting due routing has been waiting since it was routed (None: nothing due)."""
+    age = session.execute(
+        text(
+            "SELECT extract(epoch FROM now() - min(created_at)) FROM job_routings "
+            "WHERE status = 'pending' AND next_attempt_at <= now()"
+        )
+    ).scalar()
+    return None if age is None else float(age)
+
+
+def purge_attempts(session: Session, *, older_than_days: int) -> int:
+    """Retention: delete finished attempts older than the window, keeping each routing's latest attempt
+    (its history in brief) and never touching attempts of routings still in flight."""
+    result = session.execute(
+        text(
+            """
+            DELETE FROM sync_attempts a
+             USING job_routings r
+             WHERE r.id = a.routing_id
+               AND r.status IN ('synced', 'failed')
+               AND a.finished_at IS NOT NULL
+               AND a.started_at < now() - make_interval(days => :days)
+               AND a.id <> (SELECT max(b.id) FROM sync_attempts b WHERE b.routing_id = a.routing_id)
+            """
+        ),
+        {"days": older_than_days},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,107 @@
+"""`fsm_deliveries`: deliver a receiving company's routings into its field-service system."""
+
+import uuid
+from typing import Any
+
+import dagster as dg
+
+from integration_core.delivery.engine import BatchSummary, drain
+from integration_core.delivery.retry import retry_failed
+from pipelines.partitions import receiving_companies
+from pipelines.resources import IntegrationResource
+
+SENSOR_TRIGGER_TAG = "si/trigger"
+
+
+def _operator_asked(context: dg.AssetExecutionContext) -> bool:
+    """A re-execution, a backfill, or a launch from the UI (anything the sensor did not start)."""
+    run = context.run
+    return bool(run.parent_run_id or run.tags.get("dagster/backfill") or run.tags.get(SENSOR_TRIGGER_TAG) != "sensor")
+
+
+def summary_metadata(summary: BatchSummary) -> dict[str, Any]:
+    """Counts, latency and rate figures, and a small failure table. Routing ids and provider messages only:
+    the engine has already redacted homeowner data from every message."""
+    p50, p95 = summary.percentile(0.5), summary.percentile(0.95)
+    meta: dict[str, Any] = {
+        "claimed": summary.claimed,
+        **{f"outcome_{k}": v for k, v in sorted(summary.outcomes.items())},
+        "routed_to_synced_p50_s": dg.MetadataValue.float(round(p50, 3)) if p50 is not None else None,
+        "routed_to_synced_p95_s": dg.MetadataValue.float(round(p95, 3)) if p95 is not None else None,
+        "provider_requests": summary.requests,
+        "rate_limited_429s": summary.throttled,
+        "limiter_wait_s": dg.MetadataValue.float(round(summary.limiter_wait_seconds, 3)),
+        "elapsed_s": dg.MetadataValue.float(round(summary.elapsed_seconds, 3)),
+    }
+    if summary.stopped:
+        meta["stopped"] = summary.stopped
+    if summary.failures:
+        meta["failures"] = dg.MetadataValue.table(
+            records=[
+                dg.TableRecord(
+                    {"routing_id": str(f.routing_id), "error_code": f.error_code, "provider_message": f.message[:300]}
+                )
+                for f in summary.failures[:50]
+            ],
+            schema=dg.TableSchema(
+                columns=[
+                    dg.TableColumn("routing_id", "string"),
+                    dg.TableColumn("error_code", "string"),
+                    dg.TableColumn("provider_message", "string"),
+                ]
+            ),
+        )
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+@dg.asset(
+    partitions_def=receiving_companies,
+    kinds={"servicetitan", "postgres"},
+    description=(
+        "Routings delivered into each receiving company's field-service system. One partition per receiving "
+        "company. A run claims due routings, delivers them under the tenant's rate budget and keeps going "
+        "while work is due (within RUN_TIME_BUDGET_SECONDS). Terminal failures fail the partition; "
+        "re-executing it (or a backfill) first returns the company's failed routings to pending."
+    ),
+)
+def fsm_deliveries(context: dg.AssetExecutionContext, integration: IntegrationResource) -> dg.MaterializeResult[None]:
+    company_id = uuid.UUID(context.partition_key)
+    run_id = context.run.run_id
+    meta: dict[str, Any] = {"company_id": str(company_id)}
+    if "company" in context.run.tags:
+        meta["company"] = context.run.tags["company"]
+    if _operator_asked(context):
+        with integration.session() as session:
+            retried = retry_failed(
+                session, company_id=company_id, actor=f"dagster:{run_id}", reason="partition re-executed"
+            )
+        meta["failed_returned_to_pending"] = len(retried)
+        context.log.info(f"returned {len(retried)} failed routing(s) to pending before delivering")
+
+    budget = integration.settings().run_time_budget_seconds
+    summary = integration.run_async(
+        lambda engine, settings: drain(engine, settings, company_id, run_id, time_budget_seconds=budget)
+    )
+    meta.update(summary_metadata(summary))
+    context.log.info(
+        f"delivered company {company_id}: {dict(summary.outcomes)}; 429s {summary.throttled}; "
+        f"p50 {summary.percentile(0.5)} s"
+    )
+    if summary.terminal_failures:
+        raise dg.Failure(
+            description=(
+                f"{summary.terminal_failures} routing(s) failed terminally for company {company_id}; see the "
+                "failures table. Fix the cause (connection settings, the provider's message), then re-execute "
+                "this partition: its failed routings go back to pending first."
+            ),
+            metadata=meta,
+        )
+    return dg.MaterializeResult(metadata=meta)
+
+
+deliver_job = dg.define_asset_job(
+    "deliver_routings",
+    selection=[fsm_deliveries],
+    executor_def=dg.in_process_executor,
+    description="Deliver one receiving company's due routings (requested by the pending-routings sensor).",
+)

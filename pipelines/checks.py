@@ -1,0 +1,62 @@
+"""Asset checks on `fsm_deliveries`: the things an operator must hear about."""
+
+import dagster as dg
+
+from integration_core.delivery.monitoring import expired_leases, failure_rates, oldest_due_pending_age
+from pipelines.assets import fsm_deliveries
+from pipelines.resources import IntegrationResource
+
+LEASE_GRACE_SECONDS = 120.0
+
+
+@dg.asset_check(
+    asset=fsm_deliveries, description="No lease expired and left unreconciled (reconcile is running and keeping up)."
+)
+def no_expired_leases(integration: IntegrationResource) -> dg.AssetCheckResult:
+    with integration.session() as session:
+        n = expired_leases(session, grace_seconds=LEASE_GRACE_SECONDS)
+    return dg.AssetCheckResult(passed=n == 0, metadata={"expired_unreconciled": n})
+
+
+@dg.asset_check(
+    asset=fsm_deliveries,
+    description="Per company, failed / finished routings over 24 h is below FAILURE_RATE_THRESHOLD.",
+)
+def failure_rate_under_threshold(integration: IntegrationResource) -> dg.AssetCheckResult:
+    threshold = integration.settings().failure_rate_threshold
+    with integration.session() as session:
+        rates = failure_rates(session)
+    bad = [r for r in rates if r.rate > threshold]
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "threshold": threshold,
+            "companies_over": len(bad),
+            "worst": dg.MetadataValue.md(
+                "\n".join(f"- {r.name} ({r.company_id}): {r.failed}/{r.finished}" for r in bad[:20]) or "none"
+            ),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=fsm_deliveries, description="The oldest due pending routing is younger than DELIVERY_TARGET_SECONDS."
+)
+def oldest_pending_within_target(integration: IntegrationResource) -> dg.AssetCheckResult:
+    target = integration.settings().delivery_target_seconds
+    with integration.session() as session:
+        age = oldest_due_pending_age(session)
+    return dg.AssetCheckResult(
+        passed=age is None or age <= target,
+        metadata={"oldest_due_pending_age_s": round(age, 1) if age is not None else 0.0, "target_s": target},
+    )
+
+
+delivery_checks = [no_expired_leases, failure_rate_under_threshold, oldest_pending_within_target]
+
+checks_job = dg.define_asset_job(
+    "delivery_checks_job",
+    selection=dg.AssetSelection.checks(*delivery_checks),
+    executor_def=dg.in_process_executor,
+)

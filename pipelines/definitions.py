@@ -1,0 +1,32 @@
+"""The Dagster code location: a thin map of *when* things run. Every decision lives in `integration_core`."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from pipelines.assets import deliver_job, fsm_deliveries
+from pipelines.checks import checks_job, delivery_checks
+from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
+from pipelines.resources import IntegrationResource
+from pipelines.schedules import checks_schedule, pull_updates_schedule, reconcile_schedule, retention_schedule
+from pipelines.sensors import pending_routings_sensor, run_failure_alert
+
+
+def _integration() -> IntegrationResource:
+    # secrets as EnvVar (resolved at launch, hidden in the UI) where the environment provides them
+    return IntegrationResource(
+        database_url=dg.EnvVar("DATABASE_URL") if os.environ.get("DATABASE_URL") else None,
+        secret_key=dg.EnvVar("SECRET_KEY") if os.environ.get("SECRET_KEY") else None,
+    )
+
+
+defs = dg.Definitions(
+    assets=[fsm_deliveries],
+    asset_checks=delivery_checks,
+    jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job, checks_job],
+    sensors=[pending_routings_sensor, run_failure_alert],
+    schedules=[reconcile_schedule, pull_updates_schedule, retention_schedule, checks_schedule],
+    resources={"integration": _integration()},
+)

@@ -1,0 +1,107 @@
+"""Sensors: new work → runs; final run failures → one alert each."""
+
+import logging
+
+import dagster as dg
+import httpx
+
+from integration_core.delivery.monitoring import due_companies
+from integration_core.settings import get_settings
+from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job
+from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
+from pipelines.partitions import PARTITIONS, receiving_companies
+from pipelines.resources import IntegrationResource
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def companies_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=deliver_job.name, statuses=ACTIVE_STATUSES), limit=10_000
+    )
+    return {key for r in records if (key := r.dagster_run.tags.get("dagster/partition"))}
+
+
+@dg.sensor(
+    job=deliver_job,
+    minimum_interval_seconds=get_settings().sensor_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests one delivery run per receiving company with due routings (none while one is queued "
+    "or running for that company); registers new companies as partitions.",
+)
+def pending_routings_sensor(
+    context: dg.SensorEvaluationContext, integration: IntegrationResource
+) -> dg.SensorResult | dg.SkipReason:
+    limit = integration.settings().sensor_max_companies
+    with integration.session() as session:
+        due = due_companies(session, limit=limit)
+    if not due:
+        return dg.SkipReason("no due pending routings for any company with an enabled connection")
+    tick = int(context.cursor or 0) + 1
+    known = set(context.instance.get_dynamic_partitions(PARTITIONS))
+    busy = companies_with_active_runs(context.instance)
+    new_keys = sorted({str(d.company_id) for d in due} - known)
+    requests = [
+        dg.RunRequest(
+            partition_key=str(d.company_id),
+            # unique per tick: a key never blocks a later run; one run per company is ensured by `busy` above
+            # and by the per-partition concurrency limit in dagster.yaml
+            run_key=f"{d.company_id}:{tick}",
+            tags={
+                "tenant": d.tenant_id,
+                "company": d.name[:200],
+                SENSOR_TRIGGER_TAG: "sensor",
+                "si/due_routings": str(d.due),
+            },
+        )
+        for d in due
+        if str(d.company_id) not in busy
+    ]
+    if not requests:
+        return dg.SkipReason(
+            f"{len(due)} compan{'y has' if len(due) == 1 else 'ies have'} due routings, but each already has a "
+            "delivery run queued or running"
+        )
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[receiving_companies.build_add_request(new_keys)] if new_keys else [],
+        cursor=str(tick),
+    )
+
+
+def send_alert(url: str | None, payload: dict[str, str]) -> None:
+    if not url:
+        return
+    try:
+        httpx.post(url, json=payload, timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("alert webhook failed: %s", type(exc).__name__)
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="One alert per final run failure (runs that will be retried are skipped): a log line, and a "
+    "POST to ALERT_WEBHOOK_URL when set.",
+)
+def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    if run.tags.get("dagster/will_retry") == "true":
+        return
+    payload = {
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "partition": run.tags.get("dagster/partition", ""),
+        "company": run.tags.get("company", ""),
+        "error": (context.failure_event.message or "")[:500],
+    }
+    context.log.error(f"ALERT run failed: {payload}")
+    send_alert(get_settings().alert_webhook_url, payload)

@@ -1,0 +1,247 @@
+"""The Dagster layer: definitions load, the sensor asks for the right runs, a partition delivers, a failed
+partition re-executes into a delivery, schedules and checks run. Real PostgreSQL and the sandbox over HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pytest
+from sqlalchemy import text
+
+from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job, fsm_deliveries
+from pipelines.checks import checks_job, delivery_checks
+from pipelines.definitions import defs
+from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
+from pipelines.partitions import PARTITIONS
+from pipelines.resources import IntegrationResource
+from pipelines.schedules import pull_updates_schedule, reconcile_schedule, retention_schedule
+from pipelines.sensors import pending_routings_sensor, send_alert
+from tests.conftest import TEST_SECRET_KEY
+from tests.delivery.conftest import add_receiver, add_routings, statuses
+
+
+@pytest.fixture()
+def integration(database_url: str) -> IntegrationResource:
+    return IntegrationResource(database_url=database_url, secret_key=TEST_SECRET_KEY)
+
+
+@pytest.fixture()
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def test_definitions_load() -> None:
+    dg.Definitions.validate_loadable(defs)
+    names = {j.name for j in defs.resolve_all_job_defs()}
+    assert {"deliver_routings", "reconcile_job", "pull_updates_job", "retention_job", "delivery_checks_job"} <= names
+    assert defs.resolve_sensor_def("pending_routings_sensor").minimum_interval_seconds == 5
+    # one-step jobs on the in-process executor (launch cost: dagster-notes §6)
+    assert deliver_job.executor_def is dg.in_process_executor  # type: ignore[attr-defined]
+
+
+def _queued_run(instance: dg.DagsterInstance, company: uuid.UUID, status: dg.DagsterRunStatus) -> None:
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="deliver_routings",
+            run_id=str(uuid.uuid4()),
+            status=status,
+            tags={"dagster/partition": str(company)},
+        )
+    )
+
+
+def test_sensor_adds_only_new_partitions_and_one_run_per_idle_company(
+    db, engine_settings, sandbox, world, integration, instance
+) -> None:
+    companies = [add_receiver(db, sandbox)[0] for _ in range(4)]
+    for c in companies:
+        add_routings(db, world, c, 2)
+    known, new, busy = companies[:2], companies[2], companies[3]
+    instance.add_dynamic_partitions(PARTITIONS, [str(c) for c in (*known, busy)])
+    _queued_run(instance, busy, dg.DagsterRunStatus.NOT_STARTED)  # (QUEUED needs a remote origin to construct)
+
+    result = pending_routings_sensor(dg.build_sensor_context(instance=instance, cursor="7"), integration=integration)
+
+    assert isinstance(result, dg.SensorResult)
+    [add] = result.dynamic_partitions_requests
+    assert list(add.partition_keys) == [str(new)]
+    assert sorted(r.partition_key for r in result.run_requests) == sorted(str(c) for c in (*known, new))
+    assert all(r.tags[SENSOR_TRIGGER_TAG] == "sensor" and r.tags["tenant"] for r in result.run_requests)
+    assert result.cursor == "8"
+    assert {r.run_key for r in result.run_requests} == {f"{c}:8" for c in (*known, new)}
+
+
+def test_sensor_skips_with_a_reason(db, engine_settings, sandbox, world, integration, instance) -> None:
+    result = pending_routings_sensor(dg.build_sensor_context(instance=instance), integration=integration)
+    assert isinstance(result, dg.SkipReason) and "no due pending routings" in (result.skip_message or "")
+
+    company, _ = add_receiver(db, sandbox)
+    add_routings(db, world, company, 1)
+    _queued_run(instance, company, dg.DagsterRunStatus.STARTED)
+    result = pending_routings_sensor(dg.build_sensor_context(instance=instance), integration=integration)
+    assert isinstance(result, dg.SkipReason) and "already has a delivery run" in (result.skip_message or "")
+
+
+def test_materializing_a_partition_delivers_its_batch(
+    db, engine_settings, sandbox, world, integration, instance
+) -> None:
+    company, tenant = add_receiver(db, sandbox)
+    add_routings(db, world, company, 5)
+    instance.add_dynamic_partitions(PARTITIONS, [str(company)])
+
+    result = dg.materialize(
+        [fsm_deliveries],
+        partition_key=str(company),
+        instance=instance,
+        resources={"integration": integration},
+        tags={SENSOR_TRIGGER_TAG: "sensor", "company": "Receiver"},
+    )
+
+    assert result.success
+    [mat] = result.asset_materializations_for_node("fsm_deliveries")
+    assert mat.metadata["outcome_synced"].value == 5
+    assert mat.metadata["routed_to_synced_p95_s"].value >= 0
+    assert "failed_returned_to_pending" not in mat.metadata  # the sensor's runs retry nothing
+    assert statuses(db) == {"synced": 5}
+    assert sandbox.inspect(tenant)["records"]["bookings"] == 5
+
+
+def test_terminal_failure_fails_the_partition_and_re_execution_delivers(
+    db, engine_settings, sandbox, world, integration, instance
+) -> None:
+    company, tenant = add_receiver(db, sandbox)
+    with db.begin() as conn:
+        good = conn.execute(text("SELECT booking_provider_id FROM provider_connections")).scalar()
+        conn.execute(text("UPDATE provider_connections SET booking_provider_id = 999999"))
+    [rid] = add_routings(db, world, company, 1)
+    instance.add_dynamic_partitions(PARTITIONS, [str(company)])
+
+    failed = dg.materialize(
+        [fsm_deliveries],
+        partition_key=str(company),
+        instance=instance,
+        resources={"integration": integration},
+        tags={SENSOR_TRIGGER_TAG: "sensor"},
+        raise_on_error=False,
+    )
+    assert not failed.success
+    failure = failed.failure_data_for_node("fsm_deliveries")
+    assert failure is not None and "failed terminally" in (failure.error.message if failure.error else "")
+    assert statuses(db) == {"failed": 1}
+
+    with db.begin() as conn:  # the operator fixes the connection, then re-executes the partition
+        conn.execute(text("UPDATE provider_connections SET booking_provider_id = :g"), {"g": good})
+    again = dg.materialize(
+        [fsm_deliveries], partition_key=str(company), instance=instance, resources={"integration": integration}
+    )
+    assert again.success
+    [mat] = again.asset_materializations_for_node("fsm_deliveries")
+    assert mat.metadata["failed_returned_to_pending"].value == 1
+    assert statuses(db) == {"synced": 1}
+    assert sandbox.inspect(tenant)["markers"]["bookings"] == {str(rid): 1}
+    with db.connect() as conn:
+        actors = conn.execute(text("SELECT actor FROM audit_log WHERE action = 'routings.retried'")).scalars().all()
+    assert len(actors) == 1 and actors[0].startswith("dagster:")
+
+
+def test_schedules_produce_the_right_run_requests() -> None:
+    for schedule, job, cron in (
+        (reconcile_schedule, reconcile_job, "* * * * *"),
+        (pull_updates_schedule, pull_updates_job, "*/15 * * * *"),
+        (retention_schedule, retention_job, "17 3 * * *"),
+    ):
+        assert schedule.cron_schedule == cron and schedule.job_name == job.name
+        data = schedule.evaluate_tick(dg.build_schedule_context())
+        assert data.run_requests and len(data.run_requests) == 1
+    assert all(
+        s.default_status == dg.DefaultScheduleStatus.RUNNING
+        for s in (reconcile_schedule, pull_updates_schedule, retention_schedule)
+    )
+
+
+def test_reconcile_and_pull_jobs_run(db, engine_settings, sandbox, world, integration, instance) -> None:
+    company, tenant = add_receiver(db, sandbox)
+    [rid] = add_routings(db, world, company, 1)
+    instance.add_dynamic_partitions(PARTITIONS, [str(company)])
+    dg.materialize(
+        [fsm_deliveries],
+        partition_key=str(company),
+        instance=instance,
+        resources={"integration": integration},
+        tags={SENSOR_TRIGGER_TAG: "sensor"},
+    )
+    with db.begin() as conn:  # a crashed run's routing: claimed, lease long expired
+        conn.execute(
+            text(
+                "UPDATE job_routings SET status = 'claimed', external_id = NULL, synced_at = NULL, "
+                "lease_owner = 'dead', lease_expires_at = now() - interval '5 minutes', "
+                "lookup_required = true"
+            )
+        )
+    rec = reconcile_job.execute_in_process(instance=instance, resources={"integration": integration})
+    assert rec.success and rec.output_for_node("reconcile_op") == 1
+    assert statuses(db) == {"synced": 1}
+
+    with db.connect() as conn:
+        booking = conn.execute(text("SELECT external_id FROM job_routings")).scalar()
+    sandbox.control.post(f"/_sandbox/tenants/{tenant}/bookings/{booking}/advance", json={"status": "Accepted"})
+    pull = pull_updates_job.execute_in_process(instance=instance, resources={"integration": integration})
+    assert pull.success and pull.output_for_node("pull_updates_op") == 1
+    with db.connect() as conn:
+        assert (
+            conn.execute(text("SELECT external_status FROM job_routings WHERE id = :r"), {"r": rid}).scalar()
+            == "accepted"
+        )
+    assert retention_job.execute_in_process(instance=instance, resources={"integration": integration}).success
+
+
+def test_asset_checks_pass_and_fail(db, engine_settings, sandbox, world, integration, instance) -> None:
+    job = dg.Definitions(
+        assets=[fsm_deliveries],
+        asset_checks=delivery_checks,
+        jobs=[checks_job],
+        resources={"integration": integration},
+    ).resolve_job_def(checks_job.name)
+    ok = job.execute_in_process(instance=instance)
+    assert ok.success
+    assert all(e.passed for e in ok.get_asset_check_evaluations())
+
+    company, _ = add_receiver(db, sandbox)
+    add_routings(db, world, company, 1)
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE job_routings SET status = 'claimed', lease_owner = 'x', "
+                "lease_expires_at = now() - interval '1 hour', created_at = now() - interval '2 hours'"
+            )
+        )
+    bad = job.execute_in_process(instance=instance, raise_on_error=False)
+    results = {e.check_name: e.passed for e in bad.get_asset_check_evaluations()}
+    assert results["no_expired_leases"] is False
+
+
+def test_alert_webhook_receives_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[dict[str, str]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    send_alert(f"http://127.0.0.1:{server.server_port}/hook", {"run_id": "r1", "job": "deliver_routings"})
+    server.server_close()
+    assert received == [{"run_id": "r1", "job": "deliver_routings"}]
+    send_alert(None, {"run_id": "r2"})  # no URL: nothing to do, no error
+    send_alert("http://127.0.0.1:9/nowhere", {"run_id": "r3"})  # unreachable: logged, never raised
