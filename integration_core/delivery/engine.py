@@ -19,6 +19,7 @@ Outcome → state: synced / adopted → `synced`; `RateLimited` → `pending` af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -34,6 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from integration_core.delivery.connections import LiveConnection, ProviderFactory, enabled_connection, open_connection
+from integration_core.delivery.ratelimit import LeaseDeadline, request_deadline
 from integration_core.providers.base import (
     AuthFailed,
     DeliveryRequest,
@@ -308,6 +310,8 @@ class _Batch:
         self.summary = summary
         self.rng = rng
         self.stop = asyncio.Event()
+        self.deadlines: dict[uuid.UUID, float] = {}  # extended by the heartbeat while the run is alive
+        self.unfinished: set[uuid.UUID] = set()
 
     # -- database ------------------------------------------------------------------------------------------
 
@@ -418,7 +422,17 @@ class _Batch:
         """`sent`: the failing call was the delivery itself (not the lookup)."""
         message = self._message(error, c)
         lookup_after = c.lookup_required if not sent else False
-        if isinstance(error, RateLimited):
+        if isinstance(error, LeaseDeadline):  # not the routing's fault; look up first next time, to be safe
+            await self._pending(
+                c,
+                delay=0,
+                lookup=True if sent else c.lookup_required,
+                refund=1 if sent else 0,
+                code=None,
+                message=None,
+                outcome="released",
+            )
+        elif isinstance(error, RateLimited):
             self.summary.throttled += 1
             await self.live.limiter.throttled(error.retry_after)
             delay = error.retry_after + self.rng.uniform(0, 0.5)
@@ -473,11 +487,20 @@ class _Batch:
         routing to another run, and two runs must never both send it."""
         caps = self.live.provider.capabilities
         needed = caps.requests_per_delivery * self.settings.delivery_request_timeout_seconds * 1.5 + 1.0
-        return time.monotonic() + needed > c.deadline
+        return time.monotonic() + needed > self.deadlines.get(c.id, c.deadline)
 
     async def process(self, c: Claimed, *, lookup_only: bool = False) -> None:
         """Deliver one claimed routing (lookup first when required). `lookup_only` (reconcile): after a lookup
         that finds nothing, return the routing to `pending` instead of sending."""
+        # the rate limiter refuses to hand out a slot this routing's lease would not cover
+        token = request_deadline.set(lambda: self.deadlines.get(c.id, c.deadline))
+        try:
+            await self._process(c, lookup_only=lookup_only)
+        finally:
+            request_deadline.reset(token)
+            self.unfinished.discard(c.id)
+
+    async def _process(self, c: Claimed, *, lookup_only: bool) -> None:
         if self.stop.is_set() or self._lease_too_short(c):
             await self.release(c)
             return
@@ -595,6 +618,35 @@ async def _note_connection_health(engine: AsyncEngine, live: LiveConnection, sum
         )
 
 
+_EXTEND_LEASES = text(
+    """
+    UPDATE job_routings SET lease_expires_at = now() + make_interval(secs => :lease)
+     WHERE id = ANY(:ids) AND lease_owner = :owner AND status = 'claimed'
+    RETURNING id
+    """
+)
+
+
+async def _heartbeat(engine: AsyncEngine, batch: _Batch, owner: str, lease: float) -> None:
+    """While the run is alive its leases do not expire: reconcile takes over only from a dead or stuck run.
+    If the heartbeat cannot reach the database, deadlines are not extended and sending stops in time."""
+    interval = max(0.5, lease / 4)
+    while True:
+        await asyncio.sleep(interval)
+        ids = list(batch.unfinished)
+        if not ids:
+            continue
+        started = time.monotonic()
+        try:
+            async with engine.begin() as conn:
+                extended = (await conn.execute(_EXTEND_LEASES, {"ids": ids, "owner": owner, "lease": lease})).all()
+        except Exception as exc:  # keep beating; the deadlines protect the provider meanwhile
+            log.warning("lease heartbeat failed: %s", type(exc).__name__)
+            continue
+        for row in extended:
+            batch.deadlines[row[0]] = started + lease * 0.9
+
+
 async def _run_claimed(
     engine: AsyncEngine,
     settings: Settings,
@@ -603,17 +655,26 @@ async def _run_claimed(
     summary: BatchSummary,
     rng: random.Random,
     *,
+    lease: float,
     lookup_only: bool = False,
 ) -> None:
     batch = _Batch(engine, settings, live, summary, rng)
+    batch.deadlines = {c.id: c.deadline for c in claimed}
+    batch.unfinished = {c.id for c in claimed}
     sem = asyncio.Semaphore(settings.delivery_concurrency)
 
     async def one(c: Claimed) -> None:
         async with sem:
             await batch.process(c, lookup_only=lookup_only)
 
+    heartbeat = asyncio.create_task(_heartbeat(engine, batch, summary.run_id, lease))
     waited, acquired = live.limiter.waited_seconds, live.limiter.acquired
-    await asyncio.gather(*(one(c) for c in claimed))
+    try:
+        await asyncio.gather(*(one(c) for c in claimed))
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
     summary.limiter_wait_seconds += live.limiter.waited_seconds - waited
     summary.requests += live.limiter.acquired - acquired
 
@@ -654,7 +715,7 @@ async def deliver_batch(
         claimed = await claim(engine, company_id, owner=run_id, limit=limit, lease_seconds=lease)
         summary.claimed = len(claimed)
         if claimed:
-            await _run_claimed(engine, settings, live, claimed, summary, rng or random.Random())
+            await _run_claimed(engine, settings, live, claimed, summary, rng or random.Random(), lease=lease)
             await _note_connection_health(engine, live, summary)
     finally:
         if owned:
@@ -671,27 +732,36 @@ async def drain(
     *,
     time_budget_seconds: float,
     limit: int | None = None,
+    lanes: int = 2,
     provider_factory: ProviderFactory | None = None,
     rng: random.Random | None = None,
 ) -> BatchSummary:
     """Deliver batch after batch while the company has due work and the time budget lasts (one provider client,
-    one token, one rate limiter for the whole run)."""
+    one token, one rate limiter for the whole run). Two lanes overlap: while one batch's last requests are in
+    flight the other has already claimed the next batch, so the tenant's budget is used without gaps."""
     total = BatchSummary(company_id=company_id, run_id=run_id)
-    deadline = time.monotonic() + time_budget_seconds
+    started = time.monotonic()
+    deadline = started + time_budget_seconds
     async with AsyncSession(engine) as session:
         row = await enabled_connection(session, company_id)
     if row is None:
         total.stopped = "no enabled provider connection"
         return total
     live = open_connection(engine, row, settings, provider_factory)
-    try:
-        while time.monotonic() < deadline:
+    done = asyncio.Event()
+
+    async def lane() -> None:
+        while not done.is_set() and time.monotonic() < deadline:
             summary = await deliver_batch(engine, settings, company_id, run_id, limit=limit, live=live, rng=rng)
             total.merge(summary)
             if summary.claimed == 0 or summary.stopped:
-                break
+                done.set()
+
+    try:
+        await asyncio.gather(*(lane() for _ in range(max(1, lanes))))
     finally:
         await live.aclose()
+    total.elapsed_seconds = time.monotonic() - started  # wall time (the lanes overlap)
     return total
 
 
@@ -764,17 +834,20 @@ async def reconcile(
         result.companies += 1
         live = open_connection(engine, row, settings, provider_factory)
         try:
+            lease = lease_seconds(settings, live, limit_per_company)
             claimed = await claim(
                 engine,
                 company_id,
                 owner=run_id,
                 limit=limit_per_company,
-                lease_seconds=lease_seconds(settings, live, limit_per_company),
+                lease_seconds=lease,
                 statuses=("needs_reconcile",),
             )
             summary = BatchSummary(company_id=company_id, run_id=run_id, claimed=len(claimed))
             if claimed:
-                await _run_claimed(engine, settings, live, claimed, summary, rng or random.Random(), lookup_only=True)
+                await _run_claimed(
+                    engine, settings, live, claimed, summary, rng or random.Random(), lookup_only=True, lease=lease
+                )
             assert result.looked_up is not None
             result.looked_up.merge(summary)
         finally:

@@ -13,12 +13,27 @@ recovers linearly (`RATE_LIMIT_RECOVERY_PER_SECOND` of the full rate per second)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from integration_core.providers.base import Retryable
+
+# Set by the engine around each routing: the monotonic time by which its requests must be done (its lease).
+request_deadline: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
+    "request_deadline", default=None
+)
+
+
+class LeaseDeadline(Retryable):
+    """No request slot before the routing's lease would run out: nothing was sent for this request."""
+
+    default_code = "lease_deadline"
+
 
 # the rate in force: the full rate, or the reduced rate after a 429 recovering linearly
 _EFFECTIVE_RATE = (
@@ -87,6 +102,7 @@ class PostgresRateLimiter:
         burst: int,
         safety_margin: float,
         recovery_per_second: float,
+        request_seconds: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
@@ -95,6 +111,7 @@ class PostgresRateLimiter:
         self.rate = budget_per_second * safety_margin
         self.burst = effective_burst(budget_per_second, self.rate, burst)
         self.recovery = recovery_per_second
+        self.request_seconds = request_seconds  # how long one request may take once sent
         self._sleep = sleep
         self._ensured = False
         self._lock = asyncio.Lock()
@@ -127,6 +144,9 @@ class PostgresRateLimiter:
         while True:
             async with self.engine.begin() as conn:
                 wait = float((await conn.execute(_ACQUIRE, {**self._key, "recovery": self.recovery})).scalar_one())
+            deadline = request_deadline.get()
+            if deadline is not None and time.monotonic() + max(0.0, wait) + self.request_seconds > deadline():
+                raise LeaseDeadline("waiting for a request slot would outlive the routing's lease")
             if wait <= 0:
                 break
             await self._sleep(wait)

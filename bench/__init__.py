@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): results go to bench/results/latest.json. Targets live here, never in unit tests."""

@@ -1,0 +1,411 @@
+"""`make bench`: throughput under the tenant's budget, and referral → external id end to end.
+
+Writes bench/results/latest.json (a list of scenarios) and prints one line per scenario.
+
+- `throughput_latency_50ms` / `throughput_latency_300ms`: one tenant whose sandbox budget is R = 20 requests/s,
+  2,000 routings, the provider answering after 50 ms / 300 ms. `budget_ratio` = requests accepted by the sandbox
+  per second (first to last) ÷ R; `unhonoured_429` = 429s the sandbox served (the client paces itself under the
+  budget, so any 429 means it sent when it should not have); `duplicates` / `lost` from the sandbox's records per
+  marker and the routings left unsynced; `p50_s` / `p95_s` routed → synced. Target: ratio ≥ 0.90, 0 unhonoured.
+- `e2e`: the whole service (`si run`: embedded PostgreSQL, sandbox, API, Dagster webserver + daemon + code server)
+  on a fresh data directory; 200 referrals posted through the API at 2/s over 10 receiving companies;
+  referral → external id p50/p95 and the Dagster runs launched. Target: p50 ≤ 10 s, p95 ≤ 20 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SECRET = "bench-secret-key-0123456789abcdef"
+TOKEN = "bench-api-token-0123456789"
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    from integration_core.delivery.engine import percentile as p
+
+    return p(values, q)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# throughput
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _server_admin_url() -> tuple[str, str]:
+    """(SQLAlchemy URL of the server's `postgres` db, how it was chosen)."""
+    from integration_core.db import embedded
+    from integration_core.db.engine import normalize_url
+    from integration_core.settings import get_settings
+
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        return make_url(normalize_url(configured)).set(database="postgres").render_as_string(False), "DATABASE_URL"
+    socket_dir = embedded.ensure_server(get_settings().data_dir)
+    return f"postgresql+psycopg://postgres:@/postgres?host={socket_dir}", "embedded"
+
+
+def _fresh_database(admin: str, name: str) -> str:
+    libpq = make_url(admin).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(database=name).render_as_string(False)
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = url
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    return url
+
+
+def _start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
+    from integration_core.http_server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "integration_core.cli", "sandbox", "serve", "--port", str(port), "--no-demo-tenants"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/_sandbox/health", timeout=1).json()["definitions_loaded"]:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("sandbox did not start")
+
+
+def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str, Any]:
+    from integration_core.db.engine import session_scope
+    from integration_core.delivery.engine import drain
+    from integration_core.directory import create_company, upsert_connection
+    from integration_core.schemas import CompanyCreate, ConnectionCreate
+    from integration_core.settings import Settings
+
+    admin, _ = _server_admin_url()
+    url = _fresh_database(admin, f"si_bench_{os.getpid()}")
+    sandbox, sandbox_url = _start_sandbox()
+    try:
+        tenant = "9001"
+        t = httpx.post(
+            sandbox_url + "/_sandbox/tenants",
+            json={
+                "tenant_id": tenant,
+                "client_id": "cid.bench",
+                "client_secret": "cs1.bench",
+                "app_key": "ak1.bench",
+                "rate": budget,
+                "burst": int(budget),
+            },
+        ).json()
+        httpx.put(
+            f"{sandbox_url}/_sandbox/tenants/{tenant}/faults",
+            json={"latency": {"kind": "fixed", "ms": latency_ms}, "applies_to": "all"},
+        ).raise_for_status()
+        engine = create_engine(url)
+        with session_scope(engine) as session:
+            referrer = create_company(session, CompanyCreate(name="Bench Referrer"), actor="bench")
+            tech = session.execute(
+                text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": referrer.id}
+            ).scalar_one()
+            receiver = create_company(session, CompanyCreate(name="Bench Receiver"), actor="bench")
+            upsert_connection(
+                session,
+                receiver.id,
+                ConnectionCreate.model_validate(
+                    {
+                        "environment": "sandbox",
+                        "base_url": sandbox_url,
+                        "tenant_id": tenant,
+                        "client_id": "cid.bench",
+                        "client_secret": "cs1.bench",
+                        "app_key": "ak1.bench",
+                        "booking_provider_id": t["booking_provider_ids"][0],
+                        "rate_limit_per_second": budget,
+                        "rate_limit_burst": 10,
+                    }
+                ),
+                secret_key=SECRET,
+                actor="bench",
+            )
+            receiver_id = receiver.id
+        with engine.begin() as conn:
+            jobs = (
+                conn.execute(
+                    text(
+                        "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
+                        "created_by_company_id, created_by_technician_id) SELECT 'Bench job ' || g, g || ' Main St', "
+                        "'Austin', 'TX', '78701', 'Owner ' || g, '512555' || lpad(g::text, 4, '0'), :r, :t "
+                        "FROM generate_series(1, :n) g RETURNING id"
+                    ),
+                    {"r": referrer.id, "t": tech, "n": routings},
+                )
+                .scalars()
+                .all()
+            )
+            conn.execute(
+                text("INSERT INTO job_routings (job_id, receiving_company_id) SELECT unnest(CAST(:j AS uuid[])), :rc"),
+                {"j": list(jobs), "rc": receiver_id},
+            )
+        settings = Settings(DATABASE_URL=url, SECRET_KEY=SECRET, ENVIRONMENT="test")
+
+        async def run() -> Any:
+            aengine = create_async_engine(url, pool_size=20, max_overflow=10)
+            try:
+                return await drain(aengine, settings, receiver_id, "bench", time_budget_seconds=3600)
+            finally:
+                await aengine.dispose()
+
+        started = time.monotonic()
+        summary = asyncio.run(run())
+        wall = time.monotonic() - started
+        info = httpx.get(f"{sandbox_url}/_sandbox/tenants/{tenant}/inspect", params={"timestamps": "true"}).json()
+        stamps = info["accepted_timestamps"]
+        span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else wall
+        achieved = (len(stamps) - 1) / span if span > 0 else 0.0
+        with engine.connect() as conn:
+            unsynced = conn.execute(text("SELECT count(*) FROM job_routings WHERE status <> 'synced'")).scalar()
+        engine.dispose()
+        duplicates = sum(n - 1 for counts in info["markers"].values() for n in counts.values() if n > 1)
+        return {
+            "scenario": f"throughput_latency_{latency_ms}ms",
+            "budget_per_s": budget,
+            "routings": routings,
+            "requests_accepted": len(stamps),
+            "achieved_per_s": round(achieved, 3),
+            "budget_ratio": round(achieved / budget, 4),
+            "max_requests_in_any_1s_window": info["max_requests_in_any_1s_window"],
+            "429s": info["rate_limited"],
+            "unhonoured_429": info["rate_limited"],
+            "duplicates": duplicates,
+            "lost": int(unsynced or 0),
+            "p50_s": round(summary.percentile(0.5) or 0, 3),
+            "p95_s": round(summary.percentile(0.95) or 0, 3),
+            "limiter_wait_s": round(summary.limiter_wait_seconds, 1),
+            "wall_s": round(wall, 1),
+            "targets": {"budget_ratio": ">= 0.90", "unhonoured_429": "== 0"},
+            "met": achieved / budget >= 0.90 and info["rate_limited"] == 0 and duplicates == 0 and not unsynced,
+        }
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
+        libpq = make_url(admin).set(drivername="postgresql").render_as_string(False)
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "si_bench_{os.getpid()}" WITH (FORCE)')
+
+
+# --------------------------------------------------------------------------------------------------------------
+# end to end
+# --------------------------------------------------------------------------------------------------------------
+
+
+def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> dict[str, Any]:
+    from integration_core.db import embedded
+    from integration_core.db.engine import session_scope
+    from integration_core.directory import create_company, upsert_connection
+    from integration_core.schemas import CompanyCreate, ConnectionCreate
+    from integration_core.seed import demo_company_id, demo_technician_id
+    from integration_core.stack import LocalStack
+
+    data_dir = Path(tempfile.mkdtemp(prefix="si-bench-e2e-"))
+    env = {"API_TOKEN": TOKEN, "SECRET_KEY": SECRET, "SANDBOX_OFFICE_ENABLED": "false"}
+    env_clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DAGSTER_DATABASE_URL")}
+    stack = LocalStack(data_dir, env)
+    stack.env = {
+        **env_clean,
+        **{k: v for k, v in stack.env.items() if k not in os.environ or k in env},
+        **{
+            k: stack.env[k]
+            for k in (
+                "DATA_DIR",
+                "API_PORT",
+                "SERVICETITAN_SANDBOX_URL",
+                "DAGSTER_WEBSERVER_PORT",
+                "DAGSTER_CODE_SERVER_PORT",
+            )
+        },
+    }
+    stack.start()
+    try:
+        socket_dir = embedded.ensure_server(data_dir)
+        url = f"postgresql+psycopg://postgres:@/integration?host={socket_dir}"
+        engine = create_engine(url)
+        zip_code = "73301"
+        # ten receiving companies in one area, each on its own sandbox tenant (booking mode)
+        receivers = []
+        with session_scope(engine) as session:
+            for i in range(companies):
+                tenant = str(8001 + i)
+                t = httpx.post(
+                    stack.sandbox_url + "/_sandbox/tenants",
+                    json={
+                        "tenant_id": tenant,
+                        "client_id": f"cid.e2e{i}",
+                        "client_secret": f"cs1.e2e{i}",
+                        "app_key": "ak1.e2e",
+                    },
+                ).json()
+                c = create_company(
+                    session,
+                    CompanyCreate.model_validate(
+                        {
+                            "name": f"E2E Receiver {i:02d}",
+                            "service_zip_codes": [zip_code],
+                            "skills": [{"skill": f"trade_{i}", "level": "expert", "primary": True}],
+                        }
+                    ),
+                    actor="bench",
+                )
+                upsert_connection(
+                    session,
+                    c.id,
+                    ConnectionCreate.model_validate(
+                        {
+                            "environment": "sandbox",
+                            "base_url": stack.sandbox_url,
+                            "tenant_id": tenant,
+                            "client_id": f"cid.e2e{i}",
+                            "client_secret": f"cs1.e2e{i}",
+                            "app_key": "ak1.e2e",
+                            "booking_provider_id": t["booking_provider_ids"][0],
+                        }
+                    ),
+                    secret_key=SECRET,
+                    actor="bench",
+                )
+                receivers.append(c.id)
+        api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        referrer, tech = demo_company_id("handy-neighbors"), demo_technician_id("handy-neighbors")
+        job_ids: list[str] = []
+        t0 = time.monotonic()
+        for n in range(referrals):
+            target = t0 + n / per_second
+            time.sleep(max(0.0, target - time.monotonic()))
+            r = api.post(
+                "/api/jobs/",
+                headers={"Idempotency-Key": f"bench-{n}"},
+                json={
+                    "summary": f"Referral {n}",
+                    "homeowner": {"name": f"Owner {n}", "phone": f"512-555-{n:04d}"},
+                    "address": {"street": f"{n} Congress Ave", "city": "Austin", "state": "TX", "zip_code": zip_code},
+                    "created_by_company_id": str(referrer),
+                    "created_by_technician_id": str(tech),
+                    "required_skills": [f"trade_{n % companies}"],
+                },
+            )
+            r.raise_for_status()
+            job_ids.append(r.json()["id"])
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                left = conn.execute(text("SELECT count(*) FROM job_routings WHERE status <> 'synced'")).scalar()
+            if not left:
+                break
+            time.sleep(1)
+        with engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    text(
+                        "SELECT extract(epoch FROM r.synced_at - j.created_at) AS s FROM job_routings r "
+                        "JOIN jobs j ON j.id = r.job_id "
+                        "WHERE r.synced_at IS NOT NULL AND j.id = ANY(CAST(:ids AS uuid[]))"
+                    ),
+                    {"ids": job_ids},
+                )
+                .scalars()
+                .all()
+            )
+            unsynced = conn.execute(
+                text(
+                    "SELECT count(*) FROM job_routings r WHERE r.job_id = ANY(CAST(:ids AS "
+                    "uuid[])) AND r.status <> 'synced'"
+                ),
+                {"ids": job_ids},
+            ).scalar()
+        dag = f"postgresql://postgres:@/dagster?host={socket_dir}"
+        with psycopg.connect(dag) as conn:
+            runs = conn.execute("SELECT count(*) FROM runs WHERE pipeline_name = 'deliver_routings'").fetchone()
+        engine.dispose()
+        latencies = [float(x) for x in rows]
+        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+        return {
+            "scenario": "e2e",
+            "referrals": referrals,
+            "companies": companies,
+            "post_rate_per_s": per_second,
+            "synced": len(latencies),
+            "lost": int(unsynced or 0),
+            "p50_s": round(p50 or 0, 3),
+            "p95_s": round(p95 or 0, 3),
+            "max_s": round(max(latencies), 3) if latencies else None,
+            "runs_launched": int(runs[0]) if runs else 0,
+            "targets": {"p50_s": "<= 10", "p95_s": "<= 20"},
+            "met": bool(latencies) and (p50 or 99) <= 10 and (p95 or 99) <= 20 and not unsynced,
+        }
+    finally:
+        stack.stop()
+        from integration_core.db.embedded import stop_server
+
+        stop_server(data_dir)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["throughput", "e2e"], help="run one family of scenarios")
+    parser.add_argument("--routings", type=int, default=2000)
+    parser.add_argument("--referrals", type=int, default=200)
+    args = parser.parse_args()
+    results: list[dict[str, Any]] = []
+    if args.only in (None, "throughput"):
+        for latency in (50, 300):
+            results.append(throughput(latency, args.routings))
+            _line(results[-1])
+    if args.only in (None, "e2e"):
+        results.append(e2e(args.referrals))
+        _line(results[-1])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "scenarios": results,
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest-with-context.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return 0 if all(r["met"] for r in results) else 1
+
+
+def _line(r: dict[str, Any]) -> None:
+    keys = ("budget_ratio", "unhonoured_429", "duplicates", "lost", "p50_s", "p95_s", "runs_launched")
+    figures = "  ".join(f"{k}={r[k]}" for k in keys if k in r)
+    print(f"{r['scenario']:<26} {figures}  {'MET' if r['met'] else 'NOT MET'}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
