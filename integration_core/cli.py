@@ -1,7 +1,7 @@
 """`si`: every command an operator types.
 
-Exit codes: 0 success, 1 the operation failed, 2 usage error (typer), 3 a dependency (database, provider) is
-unavailable.
+Exit codes: 0 success, 1 the operation failed, 2 usage error (typer), 3 a dependency (database, Dagster,
+provider) is unavailable, 4 not found.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from integration_core import cli_ops
 from integration_core.settings import PROJECT_ROOT, ConfigurationError, get_settings
 
 app = typer.Typer(help="Service Integration: operator commands.", no_args_is_help=True, add_completion=False)
@@ -199,41 +200,10 @@ def db_reset(yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = Fa
     console.print("database reset to an empty schema at head")
 
 
-# --- health -------------------------------------------------------------------------------------------------
+# --- operator commands (integration_core/cli_ops.py) ---------------------------------------------------------
+# health, status, dry-run, rate-limits, routings …, connections …, companies …, queue …
 
-
-@app.command("health")
-def health_cmd() -> None:
-    """Check the database, the API and the sandbox; exit 3 when a component is down."""
-    import httpx
-    from rich.table import Table
-    from sqlalchemy import text
-
-    from integration_core.db.engine import get_engine
-
-    settings = get_settings()
-    rows: list[tuple[str, bool, str]] = []
-    try:
-        with get_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
-        rows.append(("database", True, "SELECT 1 ok"))
-    except Exception as exc:
-        rows.append(("database", False, type(exc).__name__))
-    for name, url in (
-        ("api", f"http://127.0.0.1:{settings.api_port}/api/health"),
-        ("sandbox", f"{settings.servicetitan_sandbox_url}/_sandbox/health"),
-    ):
-        try:
-            r = httpx.get(url, timeout=3)
-            rows.append((name, r.status_code == 200, f"{url} → {r.status_code}"))
-        except httpx.HTTPError as exc:
-            rows.append((name, False, f"{url} unreachable ({type(exc).__name__})"))
-    table = Table("component", "status", "detail")
-    for name, ok, detail in rows:
-        table.add_row(name, "[green]up[/green]" if ok else "[red]DOWN[/red]", detail)
-    console.print(table)
-    if not all(ok for _, ok, _ in rows):
-        raise typer.Exit(EXIT_UNAVAILABLE)
+cli_ops.register(app)
 
 
 # --- migrate ------------------------------------------------------------------------------------------------

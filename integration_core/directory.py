@@ -17,8 +17,16 @@ from integration_core.db.models import (
     RoutingStatus,
     Technician,
 )
-from integration_core.errors import NotFound
-from integration_core.schemas import CompanyCreate, ConnectionCreate, ConnectionOut, TechnicianCreate
+from integration_core.errors import InvalidInput, NotFound
+from integration_core.schemas import (
+    CompanyCreate,
+    CompanyUpdate,
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionUpdate,
+    SkillIn,
+    TechnicianCreate,
+)
 
 
 def create_company(session: Session, data: CompanyCreate, *, actor: str = "api") -> Company:
@@ -168,3 +176,160 @@ def connection_out(conn: ProviderConnection, secret_key: str) -> ConnectionOut:
         created_at=conn.created_at,
         updated_at=conn.updated_at,
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Management (the operator surface: HTTP admin API and `si`). Every change is audit-logged without secrets.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _company(session: Session, company_id: uuid.UUID) -> Company:
+    company = session.get(Company, company_id)
+    if company is None:
+        raise NotFound("company", company_id)
+    return company
+
+
+def update_company(session: Session, company_id: uuid.UUID, data: CompanyUpdate, *, actor: str) -> Company:
+    """Change the given fields. `active=false` takes the company out of matching; routings already made for it
+    keep going (disable its connection to hold them)."""
+    company = _company(session, company_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is None:
+        raise InvalidInput.field(("body", "name"), "name cannot be null")
+    for name in ("timezone", "active"):
+        if name in changes and changes[name] is None:
+            raise InvalidInput.field(("body", name), f"{name} cannot be null")
+    if "service_zip_codes" in changes:
+        changes["service_zip_codes"] = sorted(set(changes["service_zip_codes"] or []))
+    for name, value in changes.items():
+        setattr(company, name, value)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="company.updated",
+        entity_type="company",
+        entity_id=company.id,
+        details={"fields": sorted(changes)},
+    )
+    return company
+
+
+def set_company_active(session: Session, company_id: uuid.UUID, active: bool, *, actor: str) -> Company:
+    company = _company(session, company_id)
+    company.active = active
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="company.enabled" if active else "company.disabled",
+        entity_type="company",
+        entity_id=company.id,
+    )
+    return company
+
+
+def replace_skills(session: Session, company_id: uuid.UUID, skills: list[SkillIn], *, actor: str) -> Company:
+    company = _company(session, company_id)
+    company.skills.clear()
+    session.flush()  # the unique (company, skill) constraint: delete before re-adding the same names
+    company.skills.extend(CompanySkill(skill=s.skill, level=s.level.value, is_primary=s.primary) for s in skills)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="company.skills_replaced",
+        entity_type="company",
+        entity_id=company.id,
+        details={"skills": [s.skill for s in skills]},
+    )
+    return company
+
+
+def set_technician_active(
+    session: Session, company_id: uuid.UUID, technician_id: uuid.UUID, active: bool, *, actor: str
+) -> Technician:
+    """A disabled technician can no longer refer work (intake refuses them); their earlier referrals stay."""
+    tech = session.get(Technician, technician_id)
+    if tech is None or tech.company_id != company_id:
+        raise NotFound("technician", technician_id)
+    tech.active = active
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="technician.enabled" if active else "technician.disabled",
+        entity_type="technician",
+        entity_id=tech.id,
+    )
+    return tech
+
+
+def company_connection(session: Session, company_id: uuid.UUID) -> ProviderConnection:
+    """The company's provider connection (the enabled one first). Raises NotFound."""
+    _company(session, company_id)
+    conn = session.scalars(
+        select(ProviderConnection)
+        .where(ProviderConnection.company_id == company_id)
+        .order_by(ProviderConnection.enabled.desc(), ProviderConnection.provider)
+    ).first()
+    if conn is None:
+        raise NotFound("provider connection of company", company_id)
+    return conn
+
+
+def update_connection(
+    session: Session, company_id: uuid.UUID, data: ConnectionUpdate, *, actor: str
+) -> ProviderConnection:
+    """Change non-secret fields of the company's connection; the result must still be a complete connection for
+    its delivery mode (field-level 422 otherwise). Health goes back to `unknown` until the next check."""
+    conn = company_connection(session, company_id)
+    changes = data.model_dump(exclude_unset=True)
+    for name in ("environment", "tenant_id", "delivery_mode", "priority", "rate_limit_per_second", "rate_limit_burst"):
+        if name in changes and changes[name] is None:
+            raise InvalidInput.field(("body", name), f"{name} cannot be null")
+    merged = {
+        name: changes.get(name, getattr(conn, name))
+        for name in (
+            "environment",
+            "base_url",
+            "delivery_mode",
+            "booking_provider_id",
+            "business_unit_id",
+            "job_type_id",
+            "campaign_id",
+            "external_data_guid",
+        )
+    }
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    if merged["delivery_mode"] == "booking" and merged["booking_provider_id"] is None:
+        errors.append((("body", "booking_provider_id"), "required for delivery_mode 'booking'"))
+    if merged["delivery_mode"] == "job":
+        for name in ("business_unit_id", "job_type_id", "campaign_id", "external_data_guid"):
+            if not merged[name]:
+                errors.append((("body", name), "required for delivery_mode 'job'"))
+    if merged["environment"] == "sandbox" and not merged["base_url"]:
+        errors.append((("body", "base_url"), "required for environment 'sandbox'"))
+    guid = merged["external_data_guid"]
+    if guid:
+        try:
+            uuid.UUID(str(guid))
+        except ValueError:
+            errors.append((("body", "external_data_guid"), "must be a GUID (the app's externalData GUID)"))
+    if errors:
+        raise InvalidInput(errors)
+    for name, value in changes.items():
+        setattr(conn, name, value)
+    if changes:
+        conn.health = "unknown"
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="connection.updated",
+        entity_type="provider_connection",
+        entity_id=conn.id,
+        details={"company_id": str(company_id), "fields": sorted(changes)},
+    )
+    return conn

@@ -239,6 +239,11 @@ class ConnectionCreate(BaseModel):
                 raise ValueError("delivery_mode 'job' needs external_data_guid (the app's externalData GUID)")
         if self.environment == "sandbox" and not self.base_url:
             raise ValueError("environment 'sandbox' needs base_url")
+        if self.external_data_guid:
+            try:
+                uuid.UUID(self.external_data_guid)
+            except ValueError:
+                raise ValueError("external_data_guid must be a GUID (the app's externalData GUID)") from None
         for name in ("client_id", "client_secret", "app_key"):
             if not getattr(self, name).get_secret_value().strip():
                 raise ValueError(f"{name} must not be empty")
@@ -270,3 +275,231 @@ class ConnectionOut(BaseModel):
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Operator surface: management, retries, dry runs, queue and rate-limit views (api/routes/admin.py, si)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _valid_timezone(v: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {v!r}") from exc
+    return v
+
+
+class CompanyUpdate(BaseModel):
+    """Fields to change; absent fields stay as they are. Skills have their own endpoint (replace the list)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[NonBlank, StringConstraints(max_length=255)] | None = None
+    trade: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
+    service_zip_codes: list[ZipCode] | None = Field(None, max_length=5000)
+    timezone: Annotated[NonBlank, StringConstraints(max_length=64)] | None = None
+    active: bool | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else _valid_timezone(v)
+
+
+class SkillsReplace(BaseModel):
+    """The company's complete skill list (replaces the stored one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    skills: list[SkillIn] = Field(max_length=200)
+
+    @field_validator("skills")
+    @classmethod
+    def _unique(cls, v: list[SkillIn]) -> list[SkillIn]:
+        seen: set[str] = set()
+        for s in v:
+            key = s.skill.casefold()
+            if key in seen:
+                raise ValueError(f"skill {s.skill!r} is listed twice")
+            seen.add(key)
+        return v
+
+
+class SkillOut(BaseModel):
+    skill: str
+    level: str
+    primary: bool
+
+
+class TechnicianOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    company_id: uuid.UUID
+    name: str
+    phone: str | None
+    email: str | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionSummary(BaseModel):
+    """Whether (and how) a company is connected; no secret, not even masked."""
+
+    configured: bool
+    enabled: bool
+    provider: str | None = None
+    environment: str | None = None
+    tenant_id: str | None = None
+    delivery_mode: str | None = None
+    health: str | None = None
+
+
+class CompanyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    trade: str | None
+    active: bool
+    service_zip_codes: list[str]
+    timezone: str
+    skills: list[SkillOut]
+    technicians: int
+    provider: ConnectionSummary
+    created_at: datetime
+    updated_at: datetime
+
+
+class CompanyDetailOut(CompanyOut):
+    technician_list: list[TechnicianOut] = Field(default_factory=list)
+
+
+class ConnectionUpdate(BaseModel):
+    """Non-secret connection fields to change. Credentials are replaced only through
+    `PUT /api/admin/companies/{id}/connection` (create-or-replace), never patched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: Literal["production", "integration", "sandbox"] | None = None
+    base_url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
+    tenant_id: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{1,18}$")] | None = None
+    delivery_mode: Literal["booking", "job"] | None = None
+    booking_provider_id: int | None = Field(None, gt=0)
+    business_unit_id: int | None = Field(None, gt=0)
+    job_type_id: int | None = Field(None, gt=0)
+    campaign_id: int | None = Field(None, gt=0)
+    priority: Literal["Low", "Normal", "High", "Urgent"] | None = None
+    external_data_guid: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    rate_limit_per_second: float | None = Field(None, gt=0, le=1000)
+    rate_limit_burst: int | None = Field(None, ge=1, le=1000)
+
+
+class ProviderOut(ConnectionOut):
+    company_name: str
+
+
+class RetryRequest(BaseModel):
+    """Bulk retry of `failed` routings: at least one filter; filters combine with AND."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    routing_ids: list[uuid.UUID] | None = Field(None, max_length=10_000)
+    company_id: uuid.UUID | None = None
+    error_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _some_filter(self) -> RetryRequest:
+        if not (self.routing_ids or self.company_id or self.error_code):
+            raise ValueError("name routing_ids, a company_id or an error_code")
+        return self
+
+
+class RetryOut(BaseModel):
+    retried: int
+    routing_ids: list[uuid.UUID]
+
+
+class PlannedRequestOut(BaseModel):
+    operation: str
+    method: str
+    url: str
+    when: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+
+
+class DryRunOut(BaseModel):
+    routing_id: uuid.UUID
+    status: str
+    receiving_company_id: uuid.UUID
+    delivery_mode: str | None
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    due_now: bool
+    lookup_required: bool
+    would_send: bool
+    decision: str
+    connection: dict[str, Any] | None
+    requests: list[PlannedRequestOut]
+    placeholders: dict[str, str]
+    sent: int
+
+
+class DagsterQueueOut(BaseModel):
+    queued: int
+    in_progress: int
+
+
+class CompanyQueueOut(BaseModel):
+    company_id: uuid.UUID
+    company_name: str
+    by_status: dict[str, int]
+    total: int
+    due_now: int
+    oldest_pending_age_seconds: float | None
+
+
+class QueueStatsOut(BaseModel):
+    by_status: dict[str, int]
+    total: int
+    oldest_pending_age_seconds: float | None
+    companies: list[CompanyQueueOut]
+    dagster: DagsterQueueOut | None
+    dagster_unavailable_reason: str | None = None
+
+
+class CancelledRunOut(BaseModel):
+    run_id: str
+    job_name: str
+    partition: str | None
+    tags: dict[str, str]
+
+
+class ClearQueuesOut(BaseModel):
+    cancelled: list[CancelledRunOut]
+    failed: dict[str, str]
+    routings_changed: int = 0
+    message: str
+
+
+class RateLimitOut(BaseModel):
+    provider: str
+    tenant_id: str
+    companies: list[str]
+    rate: float
+    burst: int
+    current_rate: float
+    tokens_available: float
+    next_slot_at: datetime
+    backoff_until: datetime | None
+    backoff_seconds_left: float
+    requests_total: int
+    throttled_total: int
+    last_throttled_at: datetime | None
+    rate_limited_last_hour: int

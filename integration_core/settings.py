@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     api_page_size_max: int = Field(500, alias="API_PAGE_SIZE_MAX")
 
     # Operator surface: health checks and the Dagster webserver's GraphQL API (integration_core.dagster_client)
-    dagster_webserver_url: str = Field("http://127.0.0.1:3000", alias="DAGSTER_WEBSERVER_URL")
+    # default: the local stack's webserver, http://127.0.0.1:$DAGSTER_WEBSERVER_PORT
+    dagster_webserver_url: str | None = Field(None, alias="DAGSTER_WEBSERVER_URL")
     dagster_timeout_seconds: float = Field(3.0, gt=0, le=60, alias="DAGSTER_TIMEOUT_SECONDS")
     # components whose failure makes /api/health answer 503 and `si health` exit 3: db, providers, dagster, sandbox
     health_required_components: str = Field("db", alias="HEALTH_REQUIRED_COMPONENTS")
@@ -113,6 +114,11 @@ class Settings(BaseSettings):
                 f"choose from {', '.join(HEALTH_COMPONENTS)}"
             )
         return ",".join(dict.fromkeys(names))
+
+    @property
+    def dagster_url(self) -> str:
+        """Where the Dagster webserver (and its GraphQL API at /graphql) answers."""
+        return (self.dagster_webserver_url or f"http://127.0.0.1:{self.dagster_webserver_port}").rstrip("/")
 
     @property
     def required_components(self) -> frozenset[str]:

@@ -124,6 +124,7 @@ def settings(database_url: str):
         SECRET_KEY=TEST_SECRET_KEY,
         ENVIRONMENT="test",
         SERVICETITAN_SANDBOX_URL="http://127.0.0.1:9",
+        DAGSTER_WEBSERVER_URL="http://127.0.0.1:9",  # never a stack that happens to run on this machine
     )
 
 

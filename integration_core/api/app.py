@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from integration_core.api.deps import require_token
-from integration_core.api.routes import health, jobs, routings
+from integration_core.api.routes import admin, health, jobs, routings
+from integration_core.dagster_client import DagsterUnavailable
 from integration_core.db.engine import get_engine, session_factory
 from integration_core.errors import Conflict, InvalidInput, NotFound
 from integration_core.settings import Settings, get_settings
@@ -27,12 +28,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         description="Delivers TradeEngage referrals into field-service systems exactly once.",
     )
     app.state.settings = settings
-    app.state.session_factory = session_factory(engine or get_engine())
+    app.state.engine = engine or get_engine()
+    app.state.session_factory = session_factory(app.state.engine)
 
     protected = [Depends(require_token)]
     app.include_router(health.router)
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(routings.router, dependencies=protected)
+    app.include_router(admin.router, dependencies=protected)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
@@ -48,6 +51,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(DagsterUnavailable)
+    async def _dagster_down(_: Request, exc: DagsterUnavailable) -> JSONResponse:
+        log.warning("%s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "10"})
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:

@@ -41,5 +41,8 @@ def require_token(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits when the handler returns, BEFORE the response is sent. With the
+# default ("request") FastAPI runs the code after `yield` once the response is out, so a client could get a 201
+# for a job not yet visible (or never committed, if COMMIT fails).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

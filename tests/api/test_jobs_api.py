@@ -157,7 +157,10 @@ def test_every_non_health_endpoint_requires_the_token(api: str, path: str, heade
 
 def test_health_needs_no_token(api: str) -> None:
     r = httpx.get(api + "/api/health")
-    assert r.status_code == 200 and r.json()["status"] == "healthy"
+    # the database (the only required component by default) is up; Dagster and the sandbox are not running in
+    # this test, which makes the answer `degraded`, still 200 (tests/operator/test_health.py covers the rest)
+    assert r.status_code == 200 and r.json()["status"] in ("healthy", "degraded")
+    assert r.json()["components"]["db"]["status"] == "up"
 
 
 # --- 404 / 422 ---------------------------------------------------------------------------------------------

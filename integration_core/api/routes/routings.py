@@ -1,7 +1,8 @@
-"""Routings: one receiving company's delivery of a job."""
+"""Routings: one receiving company's delivery of a job; retries of dead letters and dry runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Annotated
 
@@ -9,13 +10,17 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from integration_core.api.deps import SessionDep
+from integration_core.api.deps import SessionDep, SettingsDep
 from integration_core.api.routes.jobs import Limit, Offset, routings_page
 from integration_core.api.views import routing_detail_out
 from integration_core.db.models import JobRouting, RoutingStatus
-from integration_core.schemas import Page, RoutingDetailOut, RoutingOut
+from integration_core.delivery.dryrun import dry_run as core_dry_run
+from integration_core.delivery.retry import retry_failed
+from integration_core.schemas import DryRunOut, Page, RetryOut, RetryRequest, RoutingDetailOut, RoutingOut
 
 router = APIRouter(prefix="/api/routings", tags=["routings"])
+
+ACTOR = "api"
 
 
 @router.get("/status/{status_}", response_model=Page[RoutingOut])
@@ -30,14 +35,61 @@ def routings_by_status(
     return routings_page(session, limit=limit, offset=offset, status_=status_, company_id=company_id)
 
 
-@router.get("/{routing_id}", response_model=RoutingDetailOut)
-def get_routing(routing_id: uuid.UUID, session: SessionDep) -> RoutingDetailOut:
-    """One routing with its delivery attempts."""
+def _load(session: SessionDep, routing_id: uuid.UUID) -> JobRouting:
     routing = session.scalars(
         select(JobRouting)
         .where(JobRouting.id == routing_id)
         .options(selectinload(JobRouting.receiving_company), selectinload(JobRouting.attempts_log))
+        .execution_options(populate_existing=True)
     ).one_or_none()
     if routing is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"routing {routing_id} not found")
-    return routing_detail_out(routing)
+    return routing
+
+
+@router.get("/{routing_id}", response_model=RoutingDetailOut)
+def get_routing(routing_id: uuid.UUID, session: SessionDep) -> RoutingDetailOut:
+    """One routing with its delivery attempts."""
+    return routing_detail_out(_load(session, routing_id))
+
+
+@router.post("/retry", response_model=RetryOut)
+def retry_bulk(body: RetryRequest, session: SessionDep) -> RetryOut:
+    """Return `failed` routings to `pending` (due now, attempts reset), chosen by ids and/or receiving company
+    and/or error code (the filters combine). A routing whose earlier request may have arrived is looked up at the
+    provider before it is sent again. Audit-logged."""
+    ids = retry_failed(
+        session,
+        routing_ids=body.routing_ids,
+        company_id=body.company_id,
+        error_code=body.error_code,
+        actor=ACTOR,
+        reason=body.reason,
+    )
+    return RetryOut(retried=len(ids), routing_ids=ids)
+
+
+@router.post(
+    "/{routing_id}/retry",
+    response_model=RoutingDetailOut,
+    responses={404: {"description": "unknown routing"}, 409: {"description": "the routing is not failed"}},
+)
+def retry_one(routing_id: uuid.UUID, session: SessionDep) -> RoutingDetailOut:
+    """Return one `failed` routing to `pending` (409 for any other status). Audit-logged."""
+    routing = _load(session, routing_id)
+    if routing.status != RoutingStatus.failed.value:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"routing {routing_id} is {routing.status}; only failed routings can be retried"
+        )
+    if not retry_failed(session, routing_ids=[routing_id], actor=ACTOR):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"routing {routing_id} changed status meanwhile; look again")
+    return routing_detail_out(_load(session, routing_id))
+
+
+@router.post("/{routing_id}/dry-run", response_model=DryRunOut, responses={404: {"description": "unknown routing"}})
+def dry_run(routing_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> DryRunOut:
+    """What the next delivery run would do with this routing: the de-duplication decision (look up first or
+    not, send or not) and the exact requests and bodies it would send. Sends nothing, changes nothing; the
+    provider credentials are never included."""
+    result = core_dry_run(session, routing_id, settings)
+    return DryRunOut.model_validate(dataclasses.asdict(result))

@@ -1,0 +1,422 @@
+"""Health of every component the service depends on, shared by `GET /api/health…` and `si health`.
+
+Components (`HEALTH_COMPONENTS`):
+
+- `db`: a round trip to PostgreSQL.
+- `providers`: every enabled provider connection proves its credentials and settings (`check_connection()`: a
+  token fetch and one cheap read, through the tenant's shared rate budget). A connection is checked at most once
+  per `HEALTH_CACHE_SECONDS`, whatever process asks: the check is claimed by moving
+  `provider_connections.health_checked_at` forward in one UPDATE, and the outcome is written to
+  `health` / `health_checked_at` (and `last_error` when it failed). Health never hammers ServiceTitan.
+- `dagster`: the daemon's heartbeats and the run queue, through the webserver's GraphQL API.
+- `sandbox`: the local ServiceTitan sandbox's `/_sandbox/health`, only when `SERVICETITAN_ENV=sandbox`.
+
+A component is `up`, `degraded` (working, with a problem worth a look), `down` or `disabled` (not applicable).
+The overall answer is `unhealthy` when a *required* component (`HEALTH_REQUIRED_COMPONENTS`, default `db`) is
+down, `degraded` when anything else is not up, else `healthy`. Details never carry secrets: connection
+errors are the provider boundary's redacted messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from integration_core.dagster_client import DagsterClient, DagsterUnavailable
+from integration_core.settings import HEALTH_COMPONENTS, Settings
+
+log = logging.getLogger(__name__)
+
+Status = Literal["up", "degraded", "down", "disabled"]
+
+
+@dataclass
+class ComponentReport:
+    name: str
+    status: Status
+    required: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "down"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "required": self.required, **self.detail}
+
+
+@dataclass
+class HealthReport:
+    components: dict[str, ComponentReport]
+
+    @property
+    def required_down(self) -> list[str]:
+        return [c.name for c in self.components.values() if c.required and c.status == "down"]
+
+    @property
+    def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
+        if self.required_down:
+            return "unhealthy"
+        if any(c.status not in ("up", "disabled") for c in self.components.values()):
+            return "degraded"
+        return "healthy"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "required": sorted(c.name for c in self.components.values() if c.required),
+            "components": {name: c.as_dict() for name, c in self.components.items()},
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# db
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_db(engine: Engine, settings: Settings) -> ComponentReport:
+    required = "db" in settings.required_components
+    started = time.perf_counter()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return ComponentReport("db", "down", required, {"error": f"database unreachable ({type(exc).__name__})"})
+    return ComponentReport("db", "up", required, {"latency_ms": round((time.perf_counter() - started) * 1000, 1)})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# providers
+# --------------------------------------------------------------------------------------------------------------
+
+_ENABLED_CONNECTIONS = text(
+    """
+    SELECT id, company_id, provider, environment, tenant_id, delivery_mode, health, health_checked_at, last_error
+      FROM provider_connections
+     WHERE enabled
+     ORDER BY company_id, provider
+    """
+)
+
+# claim the check: only one caller per connection per TTL gets a row back
+_CLAIM_CHECK = text(
+    """
+    UPDATE provider_connections
+       SET health_checked_at = now()
+     WHERE id = :id
+       AND (:force OR health_checked_at IS NULL OR health_checked_at < now() - make_interval(secs => :ttl))
+    RETURNING id
+    """
+)
+
+_WRITE_CHECK = text(
+    """
+    UPDATE provider_connections
+       SET health = coalesce(:health, health), health_checked_at = now(),
+           last_error = coalesce(:error, last_error)
+     WHERE id = :id
+    RETURNING health_checked_at
+    """
+)
+
+
+@dataclass
+class ConnectionCheck:
+    """The outcome of one connection check (or of the cached one)."""
+
+    connection_id: uuid.UUID
+    company_id: uuid.UUID
+    provider: str
+    environment: str
+    tenant_id: str
+    delivery_mode: str
+    health: str  # healthy | unhealthy | unknown
+    checked_at: datetime | None
+    cached: bool
+    error: str | None = None
+    error_code: str | None = None
+    unavailable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.health == "healthy" and self.error_code is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connection_id": str(self.connection_id),
+            "company_id": str(self.company_id),
+            "provider": self.provider,
+            "environment": self.environment,
+            "tenant_id": self.tenant_id,
+            "delivery_mode": self.delivery_mode,
+            "health": self.health,
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+            "cached": self.cached,
+            "error_code": self.error_code,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    health: str | None  # to store; None keeps the stored value (throttled: no verdict)
+    code: str | None = None
+    message: str | None = None
+    unavailable: bool = False  # the provider could not be reached or asked us to wait
+
+
+async def _check_one(async_url: str, row: Any, settings: Settings) -> _Outcome:
+    from integration_core import crypto
+    from integration_core.delivery.connections import open_connection
+    from integration_core.providers.base import AuthFailed, Permanent, ProviderError, RateLimited
+
+    engine = create_async_engine(async_url, pool_size=2, max_overflow=0)
+    live = None
+    try:
+        live = open_connection(engine, row, settings)
+        await asyncio.wait_for(live.provider.check_connection(), timeout=settings.health_check_timeout_seconds)
+    except crypto.SecretDecryptionError as exc:
+        return _Outcome("unhealthy", "secret_key_mismatch", str(exc))
+    except TimeoutError:
+        timeout = settings.health_check_timeout_seconds
+        return _Outcome("unhealthy", "timeout", f"no answer from the provider within {timeout:g}s", True)
+    except RateLimited as exc:
+        return _Outcome(None, exc.code, f"throttled by the provider; retry after {exc.retry_after:g}s", True)
+    except (AuthFailed, Permanent) as exc:
+        detail = ""
+        if isinstance(exc, Permanent) and exc.field_errors:
+            detail = " (" + "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.field_errors.items()) + ")"
+        return _Outcome("unhealthy", exc.code, f"{exc.message}{detail}"[:500])
+    except ProviderError as exc:  # Retryable / UnknownOutcome: ServiceTitan unreachable or failing
+        return _Outcome("unhealthy", exc.code, exc.message[:500], True)
+    except (ValueError, SQLAlchemyError) as exc:
+        # a half-configured connection (e.g. sandbox without base_url) or the database went away mid-check
+        return _Outcome("unhealthy", "check_failed", f"connection check failed ({type(exc).__name__})")
+    finally:
+        if live is not None:
+            await live.aclose()
+        await engine.dispose()
+    return _Outcome("healthy")
+
+
+def _run_checks(engine: Engine, settings: Settings, rows: list[Any]) -> dict[uuid.UUID, _Outcome]:
+    async_url = engine.url.render_as_string(hide_password=False)
+
+    async def main() -> list[_Outcome]:
+        return list(await asyncio.gather(*(_check_one(async_url, r, settings) for r in rows)))
+
+    outcomes = asyncio.run(main())
+    return {r.id: o for r, o in zip(rows, outcomes, strict=True)}
+
+
+def _connection_rows(engine: Engine, ids: list[uuid.UUID]) -> list[Any]:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from integration_core.db.models import ProviderConnection
+
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.scalars(select(ProviderConnection).where(ProviderConnection.id.in_(ids))).all())
+
+
+def check_connections(
+    engine: Engine,
+    settings: Settings,
+    *,
+    connection_ids: list[uuid.UUID] | None = None,
+    force: bool = False,
+) -> list[ConnectionCheck]:
+    """Check enabled connections (or exactly `connection_ids`, enabled or not), honouring the cache unless
+    `force`. Results are written back to `provider_connections`."""
+    with engine.begin() as conn:
+        if connection_ids is None:
+            listed = conn.execute(_ENABLED_CONNECTIONS).mappings().all()
+        else:
+            listed = (
+                conn.execute(
+                    text(
+                        "SELECT id, company_id, provider, environment, tenant_id, delivery_mode, health, "
+                        "health_checked_at, last_error FROM provider_connections WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": connection_ids},
+                )
+                .mappings()
+                .all()
+            )
+    claimed: list[uuid.UUID] = []
+    for row in listed:
+        with engine.begin() as conn:
+            got = conn.execute(
+                _CLAIM_CHECK, {"id": row["id"], "force": force, "ttl": settings.health_cache_seconds}
+            ).first()
+        if got is not None:
+            claimed.append(row["id"])
+    outcomes = _run_checks(engine, settings, _connection_rows(engine, claimed)) if claimed else {}
+    results: list[ConnectionCheck] = []
+    for row in listed:
+        check = ConnectionCheck(
+            connection_id=row["id"],
+            company_id=row["company_id"],
+            provider=row["provider"],
+            environment=row["environment"],
+            tenant_id=row["tenant_id"],
+            delivery_mode=row["delivery_mode"],
+            health=row["health"],
+            checked_at=row["health_checked_at"],
+            cached=row["id"] not in outcomes,
+            error=row["last_error"] if row["health"] == "unhealthy" else None,
+        )
+        if row["id"] in outcomes:
+            outcome = outcomes[row["id"]]
+            with engine.begin() as conn:
+                checked_at: datetime = conn.execute(
+                    _WRITE_CHECK, {"id": row["id"], "health": outcome.health, "error": outcome.message}
+                ).scalar_one()
+            check.health = outcome.health or row["health"]
+            check.checked_at = checked_at
+            check.error_code = outcome.code
+            check.error = outcome.message
+            check.unavailable = outcome.unavailable
+        results.append(check)
+    return results
+
+
+def check_providers(engine: Engine, settings: Settings) -> ComponentReport:
+    required = "providers" in settings.required_components
+    try:
+        checks = check_connections(engine, settings)
+    except SQLAlchemyError as exc:
+        error = f"cannot read connections: database unavailable ({type(exc).__name__})"
+        return ComponentReport("providers", "down", required, {"error": error})
+    healthy = sum(1 for c in checks if c.ok)
+    detail: dict[str, Any] = {
+        "enabled_connections": len(checks),
+        "healthy": healthy,
+        "cache_seconds": settings.health_cache_seconds,
+        "connections": [c.as_dict() for c in checks],
+    }
+    if not checks:
+        return ComponentReport("providers", "up", required, {**detail, "message": "no enabled provider connection"})
+    if healthy == len(checks):
+        status: Status = "up"
+    elif healthy == 0 and all(c.health == "unhealthy" for c in checks):
+        status = "down"
+    else:
+        status = "degraded"
+    return ComponentReport("providers", status, required, detail)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dagster
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_dagster(settings: Settings) -> ComponentReport:
+    required = "dagster" in settings.required_components
+    client = DagsterClient.from_settings(settings)
+    try:
+        statuses = client.daemon_statuses()
+        counts = client.run_counts()
+    except DagsterUnavailable as exc:
+        return ComponentReport("dagster", "down", required, {"error": str(exc), "webserver": client.base_url})
+    now = _now()
+    daemons = [
+        {
+            "daemon": s.daemon_type,
+            "required": s.required,
+            "healthy": s.healthy,
+            "last_heartbeat_at": s.last_heartbeat_at.isoformat() if s.last_heartbeat_at else None,
+            "heartbeat_age_seconds": round((now - s.last_heartbeat_at).total_seconds(), 1)
+            if s.last_heartbeat_at
+            else None,
+        }
+        for s in statuses
+    ]
+    unhealthy = sorted(s.daemon_type for s in statuses if s.required and s.healthy is not True)
+    detail: dict[str, Any] = {
+        "webserver": client.base_url,
+        "daemons": daemons,
+        "run_queue": {"queued": counts.queued, "in_progress": counts.in_progress},
+    }
+    if not statuses:
+        return ComponentReport("dagster", "down", required, {**detail, "error": "no daemon has ever heartbeated"})
+    if unhealthy:
+        return ComponentReport(
+            "dagster",
+            "down",
+            required,
+            {**detail, "error": f"daemon not heartbeating: {', '.join(unhealthy)} (is `dagster-daemon run` up?)"},
+        )
+    return ComponentReport("dagster", "up", required, detail)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sandbox
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_sandbox(settings: Settings) -> ComponentReport:
+    required = "sandbox" in settings.required_components
+    if settings.servicetitan_env != "sandbox":
+        return ComponentReport(
+            "sandbox", "disabled", required, {"message": f"SERVICETITAN_ENV={settings.servicetitan_env}"}
+        )
+    url = settings.servicetitan_sandbox_url.rstrip("/") + "/_sandbox/health"
+    try:
+        r = httpx.get(url, timeout=settings.dagster_timeout_seconds)
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    except (httpx.HTTPError, ValueError) as exc:
+        error = f"unreachable ({type(exc).__name__})"
+        return ComponentReport("sandbox", "down", required, {"url": url, "error": error})
+    if r.status_code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
+        return ComponentReport("sandbox", "down", required, {"url": url, "error": f"HTTP {r.status_code}"})
+    detail = {"url": url, "definitions_loaded": body.get("definitions_loaded"), "tenants": body.get("tenants")}
+    return ComponentReport("sandbox", "up" if body.get("definitions_loaded") else "degraded", required, detail)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# all together
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_component(name: str, engine: Engine, settings: Settings) -> ComponentReport:
+    """One component's report. Raises KeyError for an unknown name; never raises for a failing check (a bug in
+    a check is reported as that component being down, so health endpoints never answer 500)."""
+    checks: dict[str, Callable[[], ComponentReport]] = {
+        "db": lambda: check_db(engine, settings),
+        "providers": lambda: check_providers(engine, settings),
+        "dagster": lambda: check_dagster(settings),
+        "sandbox": lambda: check_sandbox(settings),
+    }
+    if name not in checks:
+        raise KeyError(name)
+    try:
+        return checks[name]()
+    except Exception as exc:
+        log.exception("health check %s raised", name)
+        return ComponentReport(
+            name, "down", name in settings.required_components, {"error": f"check failed ({type(exc).__name__})"}
+        )
+
+
+def check_all(engine: Engine, settings: Settings) -> HealthReport:
+    """Every component, checked concurrently (the slowest bounds the answer)."""
+    with ThreadPoolExecutor(max_workers=len(HEALTH_COMPONENTS), thread_name_prefix="health") as pool:
+        futures = {name: pool.submit(check_component, name, engine, settings) for name in HEALTH_COMPONENTS}
+        return HealthReport({name: f.result() for name, f in futures.items()})
