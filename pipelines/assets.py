@@ -78,9 +78,24 @@ def fsm_deliveries(context: dg.AssetExecutionContext, integration: IntegrationRe
         meta["failed_returned_to_pending"] = len(retried)
         context.log.info(f"returned {len(retried)} failed routing(s) to pending before delivering")
 
-    budget = integration.settings().run_time_budget_seconds
+    settings = integration.settings()
+    instance = context.instance
+
+    def nobody_queued() -> bool:
+        """Linger only while no other run waits for a slot (runs are few and precious: dagster.yaml)."""
+        return not instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=1)
+
     summary = integration.run_async(
-        lambda engine, settings: drain(engine, settings, company_id, run_id, time_budget_seconds=budget)
+        lambda engine, s: drain(
+            engine,
+            s,
+            company_id,
+            run_id,
+            time_budget_seconds=settings.run_time_budget_seconds,
+            idle_seconds=settings.run_idle_seconds,
+            poll_seconds=settings.run_poll_seconds,
+            keep_waiting=nobody_queued,
+        )
     )
     meta.update(summary_metadata(summary))
     context.log.info(

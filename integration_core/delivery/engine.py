@@ -26,7 +26,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -733,12 +733,19 @@ async def drain(
     time_budget_seconds: float,
     limit: int | None = None,
     lanes: int = 2,
+    idle_seconds: float = 0.0,
+    poll_seconds: float = 1.0,
+    keep_waiting: Callable[[], bool] | None = None,
     provider_factory: ProviderFactory | None = None,
     rng: random.Random | None = None,
 ) -> BatchSummary:
     """Deliver batch after batch while the company has due work and the time budget lasts (one provider client,
     one token, one rate limiter for the whole run). Two lanes overlap: while one batch's last requests are in
-    flight the other has already claimed the next batch, so the tenant's budget is used without gaps."""
+    flight the other has already claimed the next batch, so the tenant's budget is used without gaps.
+
+    With `idle_seconds`, an idle run lingers that long (polling every `poll_seconds`) for new work before it
+    ends, as long as `keep_waiting()` says nobody else needs its slot: new referrals of a busy company are then
+    picked up within a second instead of paying for a new run."""
     total = BatchSummary(company_id=company_id, run_id=run_id)
     started = time.monotonic()
     deadline = started + time_budget_seconds
@@ -749,13 +756,24 @@ async def drain(
         return total
     live = open_connection(engine, row, settings, provider_factory)
     done = asyncio.Event()
+    idle_since: list[float | None] = [None]
 
     async def lane() -> None:
         while not done.is_set() and time.monotonic() < deadline:
             summary = await deliver_batch(engine, settings, company_id, run_id, limit=limit, live=live, rng=rng)
             total.merge(summary)
-            if summary.claimed == 0 or summary.stopped:
+            if summary.stopped:
                 done.set()
+            elif summary.claimed:
+                idle_since[0] = None
+            else:
+                now = time.monotonic()
+                since = idle_since[0] = idle_since[0] or now
+                if now - since >= idle_seconds or (keep_waiting is not None and not keep_waiting()):
+                    done.set()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), timeout=poll_seconds)
 
     try:
         await asyncio.gather(*(lane() for _ in range(max(1, lanes))))

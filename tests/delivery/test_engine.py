@@ -257,3 +257,39 @@ def test_drain_keeps_going_while_there_is_work(db, database_url, engine_settings
     summary = run(database_url, lambda e: drain(e, engine_settings, company, "run", time_budget_seconds=60, limit=10))
     assert summary.outcomes["synced"] == 45 and summary.claimed == 45
     assert sandbox.inspect(tenant)["records"]["bookings"] == 45
+
+
+def test_an_idle_run_lingers_and_picks_up_new_work(db, database_url, engine_settings, sandbox, world) -> None:
+    company, tenant = add_receiver(db, sandbox)
+    add_routings(db, world, company, 2)
+
+    async def body(engine):
+        async def late_referral() -> None:
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(add_routings, db, world, company, 1)
+
+        results = await asyncio.gather(
+            drain(engine, engine_settings, company, "run", time_budget_seconds=30, idle_seconds=4, poll_seconds=0.2),
+            late_referral(),
+        )
+        return results[0]
+
+    summary = run(database_url, body)
+    assert summary.outcomes["synced"] == 3  # the late one too, by the same run
+    assert sandbox.inspect(tenant)["records"]["bookings"] == 3
+    assert summary.elapsed_seconds >= 4  # it waited for work before ending
+
+    quick = run(
+        database_url,
+        lambda e: drain(
+            e,
+            engine_settings,
+            company,
+            "run-2",
+            time_budget_seconds=30,
+            idle_seconds=10,
+            poll_seconds=0.2,
+            keep_waiting=lambda: False,
+        ),
+    )
+    assert quick.claimed == 0 and quick.elapsed_seconds < 5  # others need the slot: no lingering

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 import httpx
+from sqlalchemy import text
 
 from integration_core.delivery.engine import deliver_batch
 from integration_core.delivery.ratelimit import effective_burst
@@ -53,6 +54,12 @@ def test_nobody_sends_before_retry_after_ends(db, database_url, engine_settings,
                 await asyncio.gather(
                     *(deliver_batch(engine, engine_settings, company, f"p{i}", limit=30) for i in range(2))
                 )
+                async with engine.connect() as conn:
+                    left = (
+                        await conn.execute(text("SELECT count(*) FROM job_routings WHERE status <> 'synced'"))
+                    ).scalar_one()
+                if not left:
+                    return
                 await asyncio.sleep(2.2)
 
         await asyncio.gather(storm(), deliver_all())
