@@ -257,6 +257,7 @@ def get_company(session: Session, company_id: uuid.UUID) -> CompanyDetailOut:
         select(Company)
         .where(Company.id == company_id)
         .options(selectinload(Company.skills), selectinload(Company.connections), selectinload(Company.technicians))
+        .execution_options(populate_existing=True)  # as stored, even right after a change in this session
     ).one_or_none()
     if company is None:
         raise NotFound("company", company_id)

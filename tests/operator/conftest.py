@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from integration_core.settings import Settings
 from tests.conftest import TEST_API_TOKEN
-from tests.delivery.conftest import sandbox, sandbox_url, world  # noqa: F401 - fixtures shared with tests/delivery
+from tests.delivery.conftest import engine_settings, sandbox, sandbox_url, world  # noqa: F401 - shared fixtures
 
 DEAD_URL = "http://127.0.0.1:9"  # discard port: connection refused at once
 

@@ -1,0 +1,259 @@
+"""Property-based run over the app's own OpenAPI document (a hypothesis stand-in for schemathesis).
+
+For every operation the document declares, hypothesis generates path parameters, query parameters and JSON
+bodies — half from the operation's schemas (valid-looking input, reaching the handlers), half arbitrary JSON
+(reaching the validators) — and sends them over real HTTP to the API on the test database, with a real Dagster
+webserver and a real sandbox behind it. Properties:
+
+1. no answer is a 5xx, except the documented dependency answer: 503 from a health endpoint, whose JSON says
+   which component is down;
+2. without the token, every non-health operation answers 401, whatever the parameters and body.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine
+
+from integration_core.api.app import create_app
+from integration_core.settings import HEALTH_COMPONENTS, Settings
+from tests.delivery.conftest import SandboxHandle, World, add_receiver, add_routings
+from tests.operator.conftest import DagsterHandle, serve_api, with_settings
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+# values that must not send the API to the internet when a generated connection is tested
+PROPERTY_OVERRIDES: dict[str, Any] = {"base_url": "http://127.0.0.1:9", "environment": "sandbox"}
+# values the schema cannot express (a GUID in a plain string; the health component names)
+NAMED: dict[str, st.SearchStrategy[Any]] = {
+    "external_data_guid": st.uuids().map(str) | st.none(),
+    "name": st.sampled_from(HEALTH_COMPONENTS),
+}
+
+
+def _document() -> dict[str, Any]:
+    return create_app(Settings(ENVIRONMENT="test")).openapi()
+
+
+DOCUMENT = _document()
+OPERATIONS = [
+    (path, method, op)
+    for path, item in sorted(DOCUMENT["paths"].items())
+    for method, op in sorted(item.items())
+    if method in {"get", "post", "put", "patch", "delete"}
+]
+
+
+def _ids(op: tuple[str, str, Any]) -> str:
+    return f"{op[1].upper()} {op[0]}"
+
+
+class Strategies:
+    """JSON Schema (as FastAPI emits it) → hypothesis strategies."""
+
+    def __init__(self, document: dict[str, Any], known_ids: list[str]) -> None:
+        self.components = document.get("components", {}).get("schemas", {})
+        self.known_ids = known_ids
+
+    def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in schema:
+            schema = self.components[schema["$ref"].rsplit("/", 1)[-1]]
+        return schema
+
+    def for_schema(self, schema: dict[str, Any], depth: int = 0, name: str | None = None) -> st.SearchStrategy[Any]:
+        if name in PROPERTY_OVERRIDES:
+            return st.just(PROPERTY_OVERRIDES[name])
+        if name == "external_data_guid":
+            return NAMED[name]
+        schema = self.resolve(schema)
+        if depth > 6:
+            return st.none()
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                return st.one_of([self.for_schema(s, depth + 1, name) for s in schema[key]])
+        if "allOf" in schema:
+            return self.for_schema(schema["allOf"][0], depth + 1, name)
+        if "const" in schema:
+            return st.just(schema["const"])
+        if "enum" in schema:
+            return st.sampled_from(schema["enum"])
+        kind = schema.get("type")
+        if kind == "object" or "properties" in schema:
+            props = schema.get("properties", {})
+            required = set(schema.get("required", []))
+            fixed = {k: self.for_schema(v, depth + 1, k) for k, v in props.items() if k in required}
+            optional = {k: self.for_schema(v, depth + 1, k) for k, v in props.items() if k not in required}
+            return st.fixed_dictionaries(fixed, optional=optional)
+        if kind == "array":
+            items = self.for_schema(schema.get("items", {}), depth + 1)
+            return st.lists(items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 3), 3))
+        if kind == "string":
+            fmt = schema.get("format")
+            if fmt == "uuid":
+                return st.sampled_from(self.known_ids) | st.uuids().map(str)
+            if fmt == "email":
+                return st.emails()
+            if fmt == "date-time":
+                return st.datetimes().map(lambda d: d.isoformat() + "Z")
+            if "pattern" in schema:
+                return st.from_regex(schema["pattern"], fullmatch=True)
+            return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 30), 30))
+        if kind == "integer":
+            lo = schema.get(
+                "minimum", schema.get("exclusiveMinimum", -(2**31)) + (1 if "exclusiveMinimum" in schema else 0)
+            )
+            hi = schema.get("maximum", 2**31)
+            return st.integers(min_value=lo, max_value=hi)
+        if kind == "number":
+            return st.floats(
+                min_value=schema.get("minimum", schema.get("exclusiveMinimum")),
+                max_value=schema.get("maximum"),
+                exclude_min="exclusiveMinimum" in schema,
+                allow_nan=False,
+                allow_infinity=False,
+            )
+        if kind == "boolean":
+            return st.booleans()
+        if kind == "null":
+            return st.none()
+        return JSON
+
+    def request(
+        self, path: str, op: dict[str, Any]
+    ) -> st.SearchStrategy[tuple[str, dict[str, Any], dict[str, str], Any]]:
+        path_params = {}
+        query: dict[str, st.SearchStrategy[Any]] = {}
+        headers: dict[str, st.SearchStrategy[Any]] = {}
+        for p in op.get("parameters", []):
+            schema = p.get("schema", {})
+            if p["in"] == "path":
+                named = NAMED.get(p["name"], st.nothing())
+                path_params[p["name"]] = (
+                    named
+                    | self.for_schema(schema).map(str)
+                    | st.text(
+                        alphabet=st.characters(blacklist_characters="/?#%", blacklist_categories=("Cs",)),
+                        min_size=1,
+                        max_size=20,
+                    )
+                )
+            elif p["in"] == "query":
+                query[p["name"]] = self.for_schema(schema).map(_query_value) | st.text(max_size=10)
+            elif p["in"] == "header" and p["name"].lower() != "authorization":
+                headers[p["name"]] = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40)
+        body: st.SearchStrategy[Any] = st.just(None)
+        content = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if content:
+            body = self.for_schema(content["schema"]) | JSON
+
+        @st.composite
+        def build(draw: st.DrawFn) -> tuple[str, dict[str, Any], dict[str, str], Any]:
+            url = path
+            for name, strategy in path_params.items():
+                url = url.replace("{" + name + "}", quote(str(draw(strategy)), safe=""))
+            params = draw(st.fixed_dictionaries({}, optional=query))
+            extra = draw(st.fixed_dictionaries({}, optional=headers))
+            return url, {k: v for k, v in params.items() if v is not None}, extra, draw(body)
+
+        return build()
+
+
+def _query_value(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+@pytest.fixture()
+def world_api(
+    db: Engine, world: World, settings: Settings, dagster_web: DagsterHandle, sandbox: SandboxHandle
+) -> Iterator[tuple[httpx.Client, list[str]]]:
+    """The API with every dependency up: a heartbeating Dagster, the sandbox, one healthy connection."""
+    dagster_web.heartbeat()
+    company, _ = add_receiver(db, sandbox)
+    routings = add_routings(db, world, company, 3)
+    s = with_settings(
+        settings,
+        dagster_webserver_url=dagster_web.url,
+        servicetitan_sandbox_url=sandbox.url,
+        health_check_timeout_seconds=2.0,
+    )
+    known = [str(company), str(world.referrer), str(world.technician), *map(str, routings)]
+    with serve_api(db, s) as client:
+        yield client, known
+
+
+def _allowed(path: str, response: httpx.Response) -> bool:
+    if response.status_code < 500:
+        return True
+    if response.status_code == 503 and path.startswith("/api/health"):
+        return "status" in response.json()  # the documented answer: which component is down
+    return False
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=_ids)
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(data=st.data())
+def test_no_5xx_on_any_operation(world_api: tuple[httpx.Client, list[str]], operation: Any, data: Any) -> None:
+    client, known = world_api
+    path, method, op = operation
+    url, params, headers, body = data.draw(Strategies(DOCUMENT, known).request(path, op))
+    kwargs: dict[str, Any] = {"params": params, "headers": headers}
+    if method in {"post", "put", "patch"}:
+        kwargs["json"] = body
+    r = client.request(method.upper(), url, **kwargs)
+    event(f"HTTP {r.status_code}")
+    assert _allowed(path, r), f"{method.upper()} {url} {params} {body!r} → {r.status_code} {r.text[:500]}"
+
+
+NON_HEALTH = [o for o in OPERATIONS if not o[0].startswith("/api/health")]
+
+
+@pytest.mark.parametrize("operation", NON_HEALTH, ids=_ids)
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(data=st.data(), header=st.sampled_from([None, "Bearer wrong", "Basic dXNlcjpwdw==", "Bearer", "bearer x"]))
+def test_every_non_health_operation_needs_the_token(api: str, operation: Any, data: Any, header: str | None) -> None:
+    path, method, op = operation
+    url, params, headers, body = data.draw(Strategies(DOCUMENT, [str(uuid.uuid4())]).request(path, op))
+    headers = {**headers, "Authorization": header} if header else headers
+    kwargs: dict[str, Any] = {"params": params, "headers": headers}
+    if method in {"post", "put", "patch"}:
+        kwargs["json"] = body
+    r = httpx.request(method.upper(), api + url, timeout=30, **kwargs)
+    assert r.status_code == 401, f"{method.upper()} {url} without a valid token → {r.status_code}"
+
+
+def test_the_document_covers_the_operator_surface() -> None:
+    paths = set(DOCUMENT["paths"])
+    for expected in (
+        "/api/health/",
+        "/api/health/component/{name}",
+        "/api/admin/queue-stats",
+        "/api/admin/clear-queues",
+        "/api/admin/providers",
+        "/api/admin/rate-limits",
+        "/api/admin/companies",
+        "/api/admin/companies/{company_id}/connection",
+        "/api/routings/{routing_id}/retry",
+        "/api/routings/retry",
+        "/api/routings/{routing_id}/dry-run",
+    ):
+        assert expected in paths
+    assert len(NON_HEALTH) == len(OPERATIONS) - 2
+    # every protected operation declares the bearer scheme
+    for path, _method, op in NON_HEALTH:
+        assert op.get("security"), path
+    assert re.fullmatch(r"\d+\.\d+\.\d+", DOCUMENT["openapi"])
