@@ -1,0 +1,240 @@
+"""docker-compose.yml and the Dockerfile cannot run here (no Docker); they are validated by reading them:
+every service's command (and healthcheck) exists in this project with the options it is given, every module
+it loads is importable, every file it mounts or copies exists, and every environment variable it passes is a
+known setting (an alias of `Settings`), one the Dagster instance reads (dagster.yaml `env:`), or one the
+postgres image documents."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import itertools
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+import yaml
+
+from integration_core.cli import app as si_app
+from integration_core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+APP_SERVICES = [name for name, s in SERVICES.items() if "build" in s]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+VENV_BIN = Path(sys.executable).parent
+
+POSTGRES_IMAGE_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+
+
+def _dagster_env_vars() -> set[str]:
+    """Variables the Dagster instance config reads (`env: NAME` anywhere in dagster.yaml), plus DAGSTER_HOME."""
+    found: set[str] = {"DAGSTER_HOME"}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "env" and isinstance(value, str):
+                    found.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(yaml.safe_load((ROOT / "dagster.yaml").read_text()))
+    return found
+
+
+SETTINGS_VARS = {f.alias for f in Settings.model_fields.values() if f.alias}
+KNOWN_APP_VARS = SETTINGS_VARS | _dagster_env_vars()
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    cmd = service["command"]
+    return list(cmd) if isinstance(cmd, list) else shlex.split(cmd)
+
+
+def _click_command(script: str) -> Any:
+    """The click command behind a console script installed in the project's environment (typer carries its own
+    copy of click, so commands are recognised by their interface, not their class)."""
+    if script == "si":
+        return typer.main.get_command(si_app)
+    [entry] = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == script]
+    command = entry.load()
+    if not hasattr(command, "make_context"):  # dagster's scripts are `main()` wrappers around a click `cli`
+        command = getattr(sys.modules[command.__module__], "cli", None)
+    assert hasattr(command, "make_context"), f"{script} is not a click command"
+    return command
+
+
+def _is_group(command: Any) -> bool:
+    return hasattr(command, "get_command") and hasattr(command, "list_commands")
+
+
+def _resolve(script: str, args: list[str]) -> tuple[Any, list[str]]:
+    """Follow subcommands; parse the final command's options exactly as the CLI would (without running it)."""
+    assert (VENV_BIN / script).exists(), f"{script} is not installed in .venv/bin"
+    command = _click_command(script)
+    names = [script]
+    while _is_group(command) and args and not args[0].startswith("-"):
+        sub = command.get_command(command.context_class(command), args[0])
+        assert sub is not None, f"`{' '.join(names)}` has no subcommand {args[0]!r}"
+        names.append(args.pop(0))
+        command = sub
+    if _is_group(command) and not args and not getattr(command, "invoke_without_command", False):
+        pytest.fail(f"`{' '.join(names)}` needs a subcommand")
+    # raises UsageError / NoSuchOption / BadParameter for anything the CLI would refuse
+    command.make_context(" ".join(names), list(args), resilient_parsing=False)
+    return command, names
+
+
+def test_services_are_the_production_shape() -> None:
+    assert set(SERVICES) == {"postgres", "migrate", "api", "dagster-webserver", "dagster-daemon", "user-code"}
+    assert SERVICES["postgres"]["image"] == "postgres:16"
+    images = {SERVICES[name]["image"] for name in APP_SERVICES}
+    assert images == {"service-integration:latest"}, "one image for every service but postgres"
+    assert {SERVICES[name]["build"]["context"] for name in APP_SERVICES} == {"."}
+    assert {SERVICES[name]["build"]["dockerfile"] for name in APP_SERVICES} == {"Dockerfile"}
+    assert set(APP_SERVICES) == set(SERVICES) - {"postgres"}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_a_healthcheck_or_is_a_one_shot(name: str) -> None:
+    service = SERVICES[name]
+    if name == "migrate":
+        assert service["restart"] == "no"
+        return
+    check = service["healthcheck"]["test"]
+    assert check[0] in {"CMD", "CMD-SHELL"} and len(check) > 1
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_every_command_exists_with_its_options(name: str) -> None:
+    argv = _command(SERVICES[name])
+    _resolve(argv[0], argv[1:])
+
+
+def test_the_commands_are_the_intended_ones() -> None:
+    assert _command(SERVICES["api"])[:5] == ["si", "api", "serve", "--host", "0.0.0.0"]
+    assert _command(SERVICES["migrate"]) == ["si", "migrate"]
+    assert _command(SERVICES["user-code"]) == [
+        "dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "pipelines.definitions"
+    ]  # fmt: skip
+    assert _command(SERVICES["dagster-webserver"])[:5] == ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000"]
+    assert _command(SERVICES["dagster-daemon"])[:2] == ["dagster-daemon", "run"]
+
+
+def test_modules_and_files_the_commands_load_exist() -> None:
+    for name in APP_SERVICES:
+        argv = _command(SERVICES[name])
+        for flag, value in itertools.pairwise(argv):
+            if flag in ("-m", "--module-name"):
+                assert importlib.util.find_spec(value) is not None, f"{name}: module {value} not importable"
+            if flag in ("-w", "--workspace"):
+                assert (ROOT / value).is_file(), f"{name}: {value} missing"
+                assert "COPY deploy ./deploy" in DOCKERFILE or value.split("/")[0] in DOCKERFILE
+
+
+def test_the_workspace_points_at_the_user_code_service() -> None:
+    [location] = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())["load_from"]
+    grpc = location["grpc_server"]
+    code_server = _command(SERVICES["user-code"])
+    assert grpc["host"] == "user-code"
+    assert str(grpc["port"]) == code_server[code_server.index("-p") + 1]
+    local = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
+    assert grpc["location_name"] == local["location_name"], "same code location name as the local stack"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_healthcheck_commands_exist(name: str) -> None:
+    if "healthcheck" not in SERVICES[name]:
+        return
+    kind, *argv = SERVICES[name]["healthcheck"]["test"]
+    if kind == "CMD-SHELL":
+        assert argv[0].startswith("pg_isready ")  # shipped with the postgres image
+        return
+    if argv[0] == "python":
+        assert argv[1] == "-c"
+        compile(argv[2], f"<{name} healthcheck>", "exec")
+        for url in re.findall(r"http://127\.0\.0\.1:(\d+)(/[\w/]*)", argv[2]):
+            port, path = url
+            assert any(p.endswith(f":{port}") for p in SERVICES[name].get("ports", [])) or port in " ".join(
+                _command(SERVICES[name])
+            ), f"{name}: the healthcheck's port {port} is not the service's"
+            if port == "8000":
+                assert path == "/api/health/component/db"  # public, cheap, 503 when the database is down
+        return
+    _resolve(argv[0], argv[1:])
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_every_env_var_is_a_known_setting_or_dagster_variable(name: str) -> None:
+    env = SERVICES[name]["environment"]
+    unknown = sorted(set(env) - KNOWN_APP_VARS)
+    assert unknown == [], f"{name} passes variables nothing reads: {unknown}"
+
+
+def test_postgres_env_is_the_images_own() -> None:
+    assert set(SERVICES["postgres"]["environment"]) <= POSTGRES_IMAGE_VARS
+
+
+def test_dagster_processes_share_the_instance() -> None:
+    for name in ("user-code", "dagster-webserver", "dagster-daemon"):
+        env = SERVICES[name]["environment"]
+        assert env["DAGSTER_HOME"] == "/opt/dagster/home"
+        assert env["DAGSTER_POSTGRES_URL"].startswith("postgresql+psycopg2://")
+        assert env["DAGSTER_POSTGRES_URL"].endswith("@postgres:5432/dagster")
+    assert "DAGSTER_POSTGRES_URL" in _dagster_env_vars()
+    init = (ROOT / "deploy" / "postgres").glob("*.sql")
+    assert any("CREATE DATABASE dagster" in p.read_text() for p in init), "the dagster database is created"
+
+
+def test_secrets_come_from_the_environment_and_are_required() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for secret in ("API_TOKEN", "SECRET_KEY", "POSTGRES_PASSWORD"):
+        assert f"${{{secret}:?set {secret}}}" in text
+    for name in APP_SERVICES:
+        env = SERVICES[name]["environment"]
+        assert (
+            env["API_TOKEN"] == "${API_TOKEN:?set API_TOKEN}" and env["SECRET_KEY"] == "${SECRET_KEY:?set SECRET_KEY}"
+        )
+        assert env["ENVIRONMENT"].startswith("${ENVIRONMENT:-production}")  # refuses development defaults
+    # every variable compose interpolates is listed in .env.example, with no value for the secrets
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    referenced = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    assert referenced <= set(example), f"missing from .env.example: {sorted(referenced - set(example))}"
+    assert all(example[s] == "" for s in ("API_TOKEN", "SECRET_KEY", "POSTGRES_PASSWORD"))
+
+
+def test_depends_on_is_consistent() -> None:
+    for name, service in SERVICES.items():
+        for dep, cond in (service.get("depends_on") or {}).items():
+            assert dep in SERVICES and dep != name
+            assert cond["condition"] in {"service_healthy", "service_completed_successfully", "service_started"}
+            if cond["condition"] == "service_healthy":
+                assert "healthcheck" in SERVICES[dep], f"{name} waits for {dep} to be healthy; it has no check"
+    for name in ("api", "user-code", "dagster-webserver", "dagster-daemon"):
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_dockerfile() -> None:
+    assert re.search(r"^FROM python:3\.11-slim\b", DOCKERFILE, re.M)
+    assert "uv sync --frozen --no-dev" in DOCKERFILE
+    assert "DAGSTER_HOME=/opt/dagster/home" in DOCKERFILE
+    assert 'cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"' in DOCKERFILE
+    for line in DOCKERFILE.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            *sources, _dest = line.split()[1:]
+            for src in sources:
+                assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".data", ".env", ".git"} <= set(ignored)
