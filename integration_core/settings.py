@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     dagster_code_server_port: int = Field(4000, alias="DAGSTER_CODE_SERVER_PORT")
     sensor_interval_seconds: int = Field(5, ge=1, le=3600, alias="SENSOR_INTERVAL_SECONDS")
     sensor_max_companies: int = Field(500, ge=1, le=10_000, alias="SENSOR_MAX_COMPANIES")
-    run_time_budget_seconds: float = Field(120.0, ge=5, alias="RUN_TIME_BUDGET_SECONDS")
+    run_time_budget_seconds: float = Field(300.0, ge=5, alias="RUN_TIME_BUDGET_SECONDS")
     # an idle delivery run waits this long for new work of its company (while no other run is queued)
     run_idle_seconds: float = Field(30.0, ge=0, alias="RUN_IDLE_SECONDS")
     run_poll_seconds: float = Field(1.0, gt=0, alias="RUN_POLL_SECONDS")

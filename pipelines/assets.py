@@ -81,9 +81,16 @@ def fsm_deliveries(context: dg.AssetExecutionContext, integration: IntegrationRe
     settings = integration.settings()
     instance = context.instance
 
-    def nobody_queued() -> bool:
-        """Linger only while no other run waits for a slot (runs are few and precious: dagster.yaml)."""
-        return not instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=1)
+    def slot_not_needed() -> bool:
+        """Linger only while no queued run is waiting for a slot this run holds (the global cap in dagster.yaml
+        is reached and something is queued: yield)."""
+        if not instance.get_runs_count(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])):
+            return True
+        running = instance.get_runs_count(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+        )
+        cap = instance.get_concurrency_config().run_queue_config
+        return cap is None or running < cap.max_concurrent_runs
 
     summary = integration.run_async(
         lambda engine, s: drain(
@@ -94,7 +101,7 @@ def fsm_deliveries(context: dg.AssetExecutionContext, integration: IntegrationRe
             time_budget_seconds=settings.run_time_budget_seconds,
             idle_seconds=settings.run_idle_seconds,
             poll_seconds=settings.run_poll_seconds,
-            keep_waiting=nobody_queued,
+            keep_waiting=slot_not_needed,
         )
     )
     meta.update(summary_metadata(summary))
