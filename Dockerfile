@@ -3,8 +3,6 @@
 # Dependencies come from uv.lock exactly (`uv sync --frozen --no-dev`); nothing is resolved at build time.
 FROM python:3.11-slim
 
-COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /uvx /usr/local/bin/
-
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     UV_COMPILE_BYTECODE=1 \
@@ -12,6 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
     DAGSTER_HOME=/opt/dagster/home
+
+RUN pip install --no-cache-dir "uv==0.13.9"
 
 WORKDIR /app
 
