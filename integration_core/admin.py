@@ -41,6 +41,7 @@ _BY_COMPANY = text(
            extract(epoch FROM now() - min(r.created_at) FILTER (WHERE r.status = 'pending')) AS oldest_pending_s
       FROM job_routings r
       JOIN companies c ON c.id = r.receiving_company_id
+     WHERE CAST(:company AS uuid) IS NULL OR r.receiving_company_id = CAST(:company AS uuid)
      GROUP BY r.receiving_company_id, c.name, r.status
     """
 )
@@ -50,9 +51,7 @@ def queue_stats(session: Session, settings: Settings, *, company_id: uuid.UUID |
     """Routings by status per receiving company, the oldest pending routing's age, and Dagster's run queue
     (`dagster: null` with the reason when the webserver cannot be reached)."""
     companies: dict[uuid.UUID, CompanyQueueOut] = {}
-    for row in session.execute(_BY_COMPANY).mappings():
-        if company_id is not None and row["company_id"] != company_id:
-            continue
+    for row in session.execute(_BY_COMPANY, {"company": company_id}).mappings():
         entry = companies.setdefault(
             row["company_id"],
             CompanyQueueOut(

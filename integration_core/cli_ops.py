@@ -125,7 +125,7 @@ def health_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the same JSON as GET /api/health")] = False,
 ) -> None:
     """Check the database, the provider connections, Dagster and the sandbox (the checks of GET /api/health);
-    exit 3 when a required component (HEALTH_REQUIRED_COMPONENTS) is down."""
+    exit 3 when a required component (HEALTH_REQUIRED_COMPONENTS) is down, or the one component asked for."""
     from integration_core import health
     from integration_core.settings import HEALTH_COMPONENTS
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import httpx
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from integration_core.dagster_client import DagsterClient, DagsterUnavailable
 from integration_core.settings import HEALTH_COMPONENTS, Settings
@@ -181,12 +181,14 @@ class _Outcome:
     unavailable: bool = False  # the provider could not be reached or asked us to wait
 
 
-async def _check_one(async_url: str, row: Any, settings: Settings) -> _Outcome:
+CHECK_CONCURRENCY = 8
+
+
+async def _check_one(engine: AsyncEngine, row: Any, settings: Settings) -> _Outcome:
     from integration_core import crypto
     from integration_core.delivery.connections import open_connection
     from integration_core.providers.base import AuthFailed, Permanent, ProviderError, RateLimited
 
-    engine = create_async_engine(async_url, pool_size=2, max_overflow=0)
     live = None
     try:
         live = open_connection(engine, row, settings)
@@ -211,15 +213,25 @@ async def _check_one(async_url: str, row: Any, settings: Settings) -> _Outcome:
     finally:
         if live is not None:
             await live.aclose()
-        await engine.dispose()
     return _Outcome("healthy")
 
 
 def _run_checks(engine: Engine, settings: Settings, rows: list[Any]) -> dict[uuid.UUID, _Outcome]:
+    """Check connections concurrently (at most CHECK_CONCURRENCY at once), over one small async pool."""
     async_url = engine.url.render_as_string(hide_password=False)
 
     async def main() -> list[_Outcome]:
-        return list(await asyncio.gather(*(_check_one(async_url, r, settings) for r in rows)))
+        async_engine = create_async_engine(async_url, pool_size=2, max_overflow=CHECK_CONCURRENCY)
+        gate = asyncio.Semaphore(CHECK_CONCURRENCY)
+
+        async def one(row: Any) -> _Outcome:
+            async with gate:
+                return await _check_one(async_engine, row, settings)
+
+        try:
+            return list(await asyncio.gather(*(one(r) for r in rows)))
+        finally:
+            await async_engine.dispose()
 
     outcomes = asyncio.run(main())
     return {r.id: o for r, o in zip(rows, outcomes, strict=True)}

@@ -345,3 +345,18 @@ def test_si_console_script_runs_health(database_url: str) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["components"]["db"]["status"] == "up"
+
+
+def test_db_backup_and_restore_round_trip(db: Engine, world: World, si: Si, tmp_path: Path) -> None:
+    """`make db-backup` / `make db-restore` (the guide's Database Recovery): the client tools match the server's
+    major version, so a dump restores on the server it came from whatever clients are installed."""
+    a = receiver(db, "Alpha Plumbing", tenant_id="501")
+    [routing] = add_routings(db, world, a, 1)
+    dump = tmp_path / "backup.dump"
+    backup = si("db", "backup", "--output", str(dump))
+    assert backup.exit_code == 0, backup.output
+    with db.begin() as conn:
+        conn.execute(text("UPDATE job_routings SET status = 'failed', last_error_code = 'x'"))
+    restored = si("db", "restore", str(dump), "--yes")
+    assert restored.exit_code == 0, restored.output
+    assert routing_status(db, routing) == "pending"  # as it was when backed up
