@@ -240,10 +240,38 @@ class Supervisor:
         }
         _state_file(self.settings).write_text(json.dumps(state, indent=2))
 
+    def _end_dagster_runs(self, timeout: float = 20) -> None:
+        """Terminate in-progress runs through the webserver before its processes go: they end CANCELED (and
+        their leases are released by the engine's fencing and reconcile), not as failures that raise alerts."""
+        from integration_core.dagster_client import DagsterClient, DagsterUnavailable
+
+        if not any(svc.name == "dagster-webserver" and p.poll() is None for svc, p in self.procs):
+            return
+        client = DagsterClient(f"http://127.0.0.1:{self.settings.dagster_webserver_port}", timeout=5)
+        active = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
+        try:
+            runs = client.runs(active)
+            if not runs:
+                return
+            client.terminate_runs([r.run_id for r in runs])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and client.runs((*active, "CANCELING")):
+                time.sleep(0.5)
+        except DagsterUnavailable:
+            pass
+
     def stop_all(self, timeout: float = 20) -> None:
         if self._stopping:
             return
         self._stopping = True
+        # the daemon first (no new runs), then end the runs in progress, then everything else
+        for svc, proc in self.procs:
+            if svc.name == "dagster-daemon" and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+        self._end_dagster_runs()
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -56,6 +56,7 @@ def pending_routings_sensor(
             # and by the per-partition concurrency limit in dagster.yaml
             run_key=f"{d.company_id}:{tick}",
             tags={
+                "dagster/priority": "10",  # referrals waiting: ahead of reconcile, pulls, checks in the queue
                 "tenant": d.tenant_id,
                 "company": d.name[:200],
                 SENSOR_TRIGGER_TAG: "sensor",

@@ -96,7 +96,9 @@ def test_the_guide_works_on_this_project(guide: Guide) -> None:
     for name in ("api", "sandbox", "dagster-webserver", "dagster-daemon", "dagster-code"):
         assert name in status.stdout
     health = g.make("health")
-    assert "database" in health.stdout
+    assert "health: healthy" in health.stdout
+    for component in ("db", "providers", "dagster", "sandbox"):
+        assert component in health.stdout
 
     # -- Jobs Not Being Routed: create a test job (real demo ids), list routings ----------------------------
     body = {
