@@ -7,6 +7,7 @@ Writes bench/results/latest.json (a list of scenarios) and prints one line per s
   per second (first to last) ÷ R; `unhonoured_429` = 429s the sandbox served (the client paces itself under the
   budget, so any 429 means it sent when it should not have); `duplicates` / `lost` from the sandbox's records per
   marker and the routings left unsynced; `p50_s` / `p95_s` routed → synced. Target: ratio ≥ 0.90, 0 unhonoured.
+- `sandbox_startup`: `si sandbox serve` process start → first health answer, median of 5. Target < 2 s.
 - `e2e`: the whole service (`si run`: embedded PostgreSQL, sandbox, API, Dagster webserver + daemon + code server)
   on a fresh data directory; 200 referrals posted through the API at 2/s over 10 receiving companies;
   referral → external id p50/p95 and the Dagster runs launched. Target: p50 ≤ 10 s, p95 ≤ 20 s.
@@ -382,9 +383,45 @@ def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> d
         stop_server(data_dir)
 
 
+def sandbox_startup(runs: int = 5) -> dict[str, Any]:
+    """`si sandbox serve`: process start → first /_sandbox/health answer, median of `runs` (target < 2 s)."""
+    from integration_core.http_server import free_port
+
+    timings: list[float] = []
+    for _ in range(runs):
+        port = free_port()
+        started = time.monotonic()
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "integration_core.cli", "sandbox", "serve", "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while time.monotonic() - started < 30:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=0.5).status_code == 200:
+                        timings.append(time.monotonic() - started)
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.02)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    median = percentile(timings, 0.5)
+    return {
+        "scenario": "sandbox_startup",
+        "runs": runs,
+        "p50_s": round(median or 0, 3),
+        "max_s": round(max(timings), 3) if timings else None,
+        "targets": {"p50_s": "< 2"},
+        "met": median is not None and median < 2.0 and len(timings) == runs,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["throughput", "e2e"], help="run one family of scenarios")
+    parser.add_argument("--only", choices=["throughput", "e2e", "sandbox"], help="run one family of scenarios")
     parser.add_argument("--routings", type=int, default=2000)
     parser.add_argument("--referrals", type=int, default=200)
     args = parser.parse_args()
@@ -393,6 +430,9 @@ def main() -> int:
         for latency in (50, 300):
             results.append(throughput(latency, args.routings))
             _line(results[-1])
+    if args.only in (None, "sandbox"):
+        results.append(sandbox_startup())
+        _line(results[-1])
     if args.only in (None, "e2e"):
         results.append(e2e(args.referrals))
         _line(results[-1])

@@ -15,19 +15,20 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, selectinload
 
 from integration_core.dagster_client import DagsterUnavailable
-from integration_core.db.models import JobRouting, RoutingStatus
+from integration_core.domain import RoutingStatus
 from integration_core.errors import InvalidInput, NotFound
 from integration_core.settings import get_settings
+
+if TYPE_CHECKING:  # the database layer is imported when a command runs: `si sandbox serve` starts fast
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -60,6 +61,8 @@ def _engine() -> Engine:
 @contextmanager
 def _errors() -> Iterator[None]:
     """Map core errors to exit codes; never print a traceback for something an operator can act on."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
     try:
         yield
     except NotFound as exc:
@@ -243,7 +246,11 @@ def routings_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Routings, newest first (`--status failed` is the dead-letter view)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
     from integration_core.api.views import routing_out
+    from integration_core.db.models import JobRouting
 
     company_id = _parse_uuid(company, "company") if company else None
     with _session() as session:
@@ -280,7 +287,11 @@ def routings_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One routing and every delivery attempt (lookups included)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
     from integration_core.api.views import routing_detail_out
+    from integration_core.db.models import JobRouting
 
     rid = _parse_uuid(routing_id, "routing")
     with _session() as session:
@@ -340,7 +351,9 @@ def routings_retry(
 ) -> None:
     """Return failed routings to pending (due now, attempts reset). Filters combine; at least one is needed."""
     from rich.progress import Progress
+    from sqlalchemy import select
 
+    from integration_core.db.models import JobRouting
     from integration_core.delivery.retry import retry_failed
 
     ids = [_parse_uuid(i, "routing") for i in routing_ids or []]

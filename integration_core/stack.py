@@ -70,7 +70,7 @@ def services(settings: Settings) -> list[Service]:
             "api",
             _si("api", "serve", "--port", str(settings.api_port)),
             settings.api_port,
-            f"http://127.0.0.1:{settings.api_port}/api/health",
+            f"http://127.0.0.1:{settings.api_port}/api/health/component/db",
         ),
         Service(
             "dagster-code",

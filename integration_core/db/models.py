@@ -34,6 +34,36 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from integration_core.domain import (
+    AttemptOutcome,
+    ConnectionHealth,
+    DeliveryMode,
+    JobStatus,
+    ProviderEnvironment,
+    RoutingStatus,
+    SkillLevel,
+)
+
+__all__ = [
+    "AttemptOutcome",
+    "AuditLog",
+    "Base",
+    "Company",
+    "CompanySkill",
+    "ConnectionHealth",
+    "DeliveryMode",
+    "Job",
+    "JobRouting",
+    "JobStatus",
+    "ProviderConnection",
+    "ProviderEnvironment",
+    "ProviderRateLimit",
+    "RoutingStatus",
+    "SkillLevel",
+    "SyncAttempt",
+    "Technician",
+]
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -45,62 +75,6 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class SkillLevel(enum.StrEnum):
-    basic = "basic"
-    intermediate = "intermediate"
-    expert = "expert"
-
-    @property
-    def rank(self) -> int:
-        return {"basic": 1, "intermediate": 2, "expert": 3}[self.value]
-
-
-class JobStatus(enum.StrEnum):
-    routed = "routed"  # at least one routing exists
-    unmatched = "unmatched"  # stored, no company matched yet (`si jobs rematch` retries)
-    completed = "completed"  # a routed job was completed at the provider
-    canceled = "canceled"  # every routed job was canceled at the provider
-
-
-class RoutingStatus(enum.StrEnum):
-    pending = "pending"
-    claimed = "claimed"
-    needs_reconcile = "needs_reconcile"
-    synced = "synced"
-    failed = "failed"
-    no_integration = "no_integration"
-
-
-class DeliveryMode(enum.StrEnum):
-    booking = "booking"
-    job = "job"
-
-
-class ProviderEnvironment(enum.StrEnum):
-    production = "production"
-    integration = "integration"
-    sandbox = "sandbox"
-
-
-class ConnectionHealth(enum.StrEnum):
-    unknown = "unknown"
-    healthy = "healthy"
-    unhealthy = "unhealthy"
-
-
-class AttemptOutcome(enum.StrEnum):
-    in_flight = "in_flight"  # recorded and committed before the request leaves
-    synced = "synced"  # the provider created the record
-    adopted = "adopted"  # an earlier attempt's record was found at the provider and adopted
-    not_found = "not_found"  # lookup found nothing: safe to deliver again
-    retryable = "retryable"
-    rate_limited = "rate_limited"
-    failed = "failed"  # permanent
-    unknown = "unknown"  # the request may have reached the provider
-    auth_failed = "auth_failed"
-    abandoned = "abandoned"  # lease expired before the attempt finished (reconcile closes it)
 
 
 def _check_in(column: str, values: type[enum.StrEnum]) -> str:

@@ -126,8 +126,11 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
 def _history(db, routing_ids: list[str]) -> str:
     """The attempt history of routings, to explain a failure."""
     with db.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT routing_id, id, run_id, operation, outcome, error_code, started_at, finished_at "
-            "FROM sync_attempts WHERE routing_id = ANY(CAST(:ids AS uuid[])) ORDER BY routing_id, id"),
-            {"ids": routing_ids}).all()
+        rows = conn.execute(
+            text(
+                "SELECT routing_id, id, run_id, operation, outcome, error_code, started_at, finished_at "
+                "FROM sync_attempts WHERE routing_id = ANY(CAST(:ids AS uuid[])) ORDER BY routing_id, id"
+            ),
+            {"ids": routing_ids},
+        ).all()
     return "\n".join(str(tuple(r)) for r in rows)

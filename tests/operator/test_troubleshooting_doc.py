@@ -269,14 +269,23 @@ def run_subprocess(cmd: Command, w: World, argv: list[str]) -> None:
     assert r.returncode == 0, f"{cmd}\n{r.stdout[-1000:]}\n{r.stderr[-2000:]}"
 
 
+def _psql() -> str:
+    """The psql `si db shell` would use: of the server's version (the embedded server is PostgreSQL 18; a
+    machine's own psql may be older, or missing)."""
+    from integration_core.cli import _pg_tool
+
+    return _pg_tool("psql")
+
+
 def run_shell(cmd: Command, w: World) -> None:
-    r = subprocess.run(["bash", "-c", cmd.text], env=w.env, capture_output=True, text=True, timeout=60, cwd=w.workdir)
+    env = {**w.env, "PATH": f"{Path(_psql()).parent}:{w.env.get('PATH', '')}"}
+    r = subprocess.run(["bash", "-c", cmd.text], env=env, capture_output=True, text=True, timeout=60, cwd=w.workdir)
     assert r.returncode == 0, f"{cmd}\n{r.stdout[-1000:]}\n{r.stderr[-1000:]}"
 
 
 def run_sql(cmd: Command, w: World) -> None:
     r = subprocess.run(
-        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", cmd.text, w.env["DATABASE_URL"]],
+        [_psql(), "-X", "-v", "ON_ERROR_STOP=1", "-c", cmd.text, w.env["DATABASE_URL"]],
         capture_output=True,
         text=True,
         timeout=60,
