@@ -7,7 +7,8 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 SI := $(VENV)/bin/si
 PY := $(VENV)/bin/python
-LOGS := .data/logs
+DATA_DIR ?= .data
+LOGS := $(DATA_DIR)/logs
 export UV_PYTHON_DOWNLOADS ?= never
 
 .PHONY: help setup run up down restart status health logs logs-api logs-worker logs-scheduler db-up db-shell \
@@ -85,9 +86,9 @@ shell: $(SI) ## Python shell with settings and a database session ready
 
 clean: ## Stop everything; remove .venv, caches and logs (database data kept unless DATA=1)
 	-@[ -x $(SI) ] && $(SI) down || true
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache $(LOGS) .data/run
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache $(LOGS) $(DATA_DIR)/run
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
-	@if [ "$(DATA)" = "1" ]; then read -p "Delete the embedded database under .data/pg? [y/N] " a && [ "$$a" = y ] && rm -rf .data/pg && echo "database deleted"; fi
+	@if [ "$(DATA)" = "1" ]; then read -p "Delete the embedded database under $(DATA_DIR)/pg? [y/N] " a && [ "$$a" = y ] && rm -rf $(DATA_DIR)/pg && echo "database deleted"; fi
 
 test: $(SI) ## Run the test suite (real PostgreSQL: DATABASE_URL, else the embedded server)
 	$(VENV)/bin/pytest
