@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from integration_core import crypto
 from integration_core.db.models import ProviderConnection
 from integration_core.delivery.ratelimit import PostgresRateLimiter
-from integration_core.providers.base import ConnectionConfig, Provider, RequestGate
+from integration_core.providers.base import REDACTED, ConnectionConfig, Provider, RequestGate
 from integration_core.settings import Settings
 
 ProviderFactory = Callable[[ConnectionConfig, RequestGate | None, Settings], Provider]
@@ -27,16 +27,23 @@ def default_provider_factory(config: ConnectionConfig, gate: RequestGate | None,
     return ServiceTitanProvider(config, gate=gate, timeout=httpx.Timeout(t, connect=min(t, 5.0)))
 
 
-def connection_config(row: ProviderConnection, secret_key: str) -> ConnectionConfig:
-    """Decrypt a stored connection. Raises `crypto.SecretDecryptionError` when SECRET_KEY does not fit."""
+def connection_config(row: ProviderConnection, secret_key: str | None) -> ConnectionConfig:
+    """A stored connection as the provider sees it. With `secret_key`, the credentials are decrypted (raises
+    `crypto.SecretDecryptionError` when the key does not fit); without, they are placeholders — enough to
+    render payloads (dry-run), never to send."""
+    encrypted = (row.client_id_encrypted, row.client_secret_encrypted, row.app_key_encrypted)
+    if secret_key is None:
+        client_id, client_secret, app_key = REDACTED, REDACTED, REDACTED
+    else:
+        client_id, client_secret, app_key = (crypto.decrypt(value, secret_key) for value in encrypted)
     return ConnectionConfig(
         provider="servicetitan",
         environment=row.environment,
         base_url=row.base_url,
         tenant_id=row.tenant_id,
-        client_id=crypto.decrypt(row.client_id_encrypted, secret_key),
-        client_secret=SecretStr(crypto.decrypt(row.client_secret_encrypted, secret_key)),
-        app_key=SecretStr(crypto.decrypt(row.app_key_encrypted, secret_key)),
+        client_id=client_id,
+        client_secret=SecretStr(client_secret),
+        app_key=SecretStr(app_key),
         delivery_mode=row.delivery_mode,
         booking_provider_id=row.booking_provider_id,
         business_unit_id=row.business_unit_id,

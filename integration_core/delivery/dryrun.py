@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from integration_core.db.models import Company, Job, JobRouting, ProviderConnection, RoutingStatus
+from integration_core.delivery.connections import connection_config
 from integration_core.errors import NotFound
 from integration_core.providers.base import REDACTED, ConnectionConfig, DeliveryRequest
 from integration_core.settings import Settings
@@ -79,28 +79,6 @@ def delivery_request(routing: JobRouting, job: Job, referrer_name: str | None) -
         category=job.category,
         referring_company_name=referrer_name,
         created_at=routing.created_at,
-    )
-
-
-def _config(row: ProviderConnection) -> ConnectionConfig:
-    """The connection as the provider sees it, without decrypting a single secret (none is needed to render)."""
-    return ConnectionConfig(
-        provider="servicetitan",
-        environment=row.environment,
-        base_url=row.base_url,
-        tenant_id=row.tenant_id,
-        client_id=REDACTED,
-        client_secret=SecretStr(REDACTED),
-        app_key=SecretStr(REDACTED),
-        delivery_mode=row.delivery_mode,
-        booking_provider_id=row.booking_provider_id,
-        business_unit_id=row.business_unit_id,
-        job_type_id=row.job_type_id,
-        campaign_id=row.campaign_id,
-        priority=row.priority,
-        external_data_guid=uuid.UUID(row.external_data_guid) if row.external_data_guid else None,
-        rate_limit_per_second=row.rate_limit_per_second,
-        rate_limit_burst=row.rate_limit_burst,
     )
 
 
@@ -234,7 +212,7 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
     connection: dict[str, Any] | None = None
     missing: dict[str, list[str]] = {}
     if conn is not None:
-        config = _config(conn)
+        config = connection_config(conn, None)
         missing = config.missing_settings()
         connection = {
             "connection_id": str(conn.id),

@@ -7,18 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from integration_core.http_server import free_port
 from integration_core.seed import demo_company_id, demo_technician_id
-from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY, _psycopg_url
+from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,16 +43,12 @@ class Guide:
 
 
 @pytest.fixture()
-def guide(db, database_url: str, pg_server: str, tmp_path: Path) -> Iterator[Guide]:
-    dagster_db = f"si_dagster_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = _psycopg_url(pg_server)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dagster_db}"')
+def guide(db, database_url: str, dagster_database_url: str, tmp_path: Path) -> Iterator[Guide]:
     env = {
         **os.environ,
         "DATA_DIR": str(tmp_path / "data"),
         "DATABASE_URL": database_url,
-        "DAGSTER_DATABASE_URL": make_url(database_url).set(database=dagster_db).render_as_string(False),
+        "DAGSTER_DATABASE_URL": dagster_database_url,
         "API_TOKEN": TEST_API_TOKEN,
         "SECRET_KEY": TEST_SECRET_KEY,
         "API_PORT": str(free_port()),
@@ -69,8 +62,6 @@ def guide(db, database_url: str, pg_server: str, tmp_path: Path) -> Iterator[Gui
         yield g
     finally:
         g.make("down", check=False)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
 
 
 def _wait(fn, timeout: float, what: str):  # type: ignore[no-untyped-def]

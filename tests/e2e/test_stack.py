@@ -3,34 +3,26 @@ sandbox completes the job and the scheduled pull writes `completed` + revenue ba
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from integration_core.seed import demo_company_id, demo_technician_id
 from integration_core.stack import LocalStack
-from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY, _psycopg_url
+from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def stack(db, database_url: str, pg_server: str, tmp_path: Path) -> Iterator[LocalStack]:
-    dagster_db = f"si_dagster_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = _psycopg_url(pg_server)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dagster_db}"')
+def stack(db, database_url: str, dagster_database_url: str, tmp_path: Path) -> Iterator[LocalStack]:
     env = {
         "DATABASE_URL": database_url,
-        "DAGSTER_DATABASE_URL": make_url(database_url).set(database=dagster_db).render_as_string(False),
+        "DAGSTER_DATABASE_URL": dagster_database_url,
         "API_TOKEN": TEST_API_TOKEN,
         "SECRET_KEY": TEST_SECRET_KEY,
         "SANDBOX_OFFICE_ENABLED": "false",  # the test plays the office itself
@@ -43,8 +35,6 @@ def stack(db, database_url: str, pg_server: str, tmp_path: Path) -> Iterator[Loc
         yield s
     finally:
         s.stop()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
 
 
 def _wait(fn, timeout: float, what: str):  # type: ignore[no-untyped-def]
