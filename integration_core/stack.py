@@ -181,7 +181,20 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_healthy(svc: Service, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+def _daemons_heartbeating(settings: Settings) -> bool:
+    """Every required Dagster daemon (sensors, schedules, run queue, ...) has heartbeated: the stack can work."""
+    from integration_core.dagster_client import DagsterClient, DagsterUnavailable
+
+    try:
+        statuses = DagsterClient(f"http://127.0.0.1:{settings.dagster_webserver_port}", timeout=2).daemon_statuses()
+    except DagsterUnavailable:
+        return False
+    return bool(statuses) and all(s.healthy is True for s in statuses if s.required)
+
+
+def _wait_healthy(
+    svc: Service, proc: subprocess.Popen[bytes], settings: Settings | None = None, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -195,8 +208,12 @@ def _wait_healthy(svc: Service, proc: subprocess.Popen[bytes], timeout: float = 
         elif svc.port is not None:
             if _port_open(svc.port):
                 return
+        elif svc.name == "dagster-daemon" and settings is not None:
+            if _daemons_heartbeating(settings):
+                return
+            time.sleep(0.5)
         else:
-            time.sleep(1.0)  # nothing to probe (the daemon): alive after a moment is enough
+            time.sleep(1.0)  # nothing to probe: alive after a moment is enough
             if proc.poll() is None:
                 return
         time.sleep(0.2)
@@ -229,7 +246,7 @@ class Supervisor:
             )
             self.procs.append((svc, proc))
             self._write_state()
-            _wait_healthy(svc, proc)
+            _wait_healthy(svc, proc, self.settings)
             if self.echo:
                 print(f"  {svc.name:<18} pid {proc.pid:<7} port {svc.port}  log {logs / (svc.name + '.log')}")
 
