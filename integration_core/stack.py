@@ -141,11 +141,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (`si status`, `si up` polling) never see a half-written file: write a sibling, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def read_state(settings: Settings) -> dict[str, object] | None:
     path = _state_file(settings)
-    if not path.exists():
+    try:
+        state: dict[str, object] = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    state: dict[str, object] = json.loads(path.read_text())
     return state
 
 
@@ -255,7 +263,7 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
             "processes": [{**asdict(svc), "pid": p.pid} for svc, p in self.procs],
         }
-        _state_file(self.settings).write_text(json.dumps(state, indent=2))
+        _write_atomically(_state_file(self.settings), json.dumps(state, indent=2))
 
     def _end_dagster_runs(self, timeout: float = 20) -> None:
         """Terminate in-progress runs through the webserver before its processes go: they end CANCELED (and
@@ -382,7 +390,7 @@ class LocalStack:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"si run exited with {self.proc.returncode}: see {self.data_dir}/si-run.log")
             if state.exists():
-                procs = json.loads(state.read_text()).get("processes", [])
+                procs = json.loads(state.read_text()).get("processes", [])  # written atomically
                 if len(procs) == 5 and "is up" in (self.data_dir / "si-run.log").read_text(errors="replace"):
                     return
             time.sleep(0.3)
