@@ -24,7 +24,9 @@ COPY pipelines ./pipelines
 COPY migrations ./migrations
 COPY alembic.ini dagster.yaml workspace.yaml ./
 COPY deploy ./deploy
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev \
+    && /opt/venv/bin/python -m compileall -q integration_core pipelines
+# (bytecode at build time: each Dagster run is a fresh process and PYTHONDONTWRITEBYTECODE is set)
 
 # the Dagster instance every Dagster process reads ($DAGSTER_HOME/dagster.yaml; storage from DAGSTER_POSTGRES_URL)
 RUN mkdir -p "$DAGSTER_HOME" && cp dagster.yaml "$DAGSTER_HOME/dagster.yaml" \
