@@ -148,6 +148,16 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_state(settings: Settings) -> dict[str, object] | None:
     path = _state_file(settings)
     try:
@@ -289,18 +299,18 @@ class Supervisor:
         if self._stopping:
             return
         self._stopping = True
-        # the daemon first (no new runs), then end the runs in progress, then everything else
+        # the daemon first (no new runs), then end the runs in progress, then everything else. Only the daemon
+        # process itself is signalled here: its run workers share its process group and must live until they
+        # have been cancelled (ended CANCELED, not failed by a stray SIGTERM); the group goes with the rest.
         for svc, proc in self.procs:
             if svc.name == "dagster-daemon" and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout)
         self._end_dagster_runs()
         for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # a group whose leader has exited may still have members
+                os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for _, proc in reversed(self.procs):
             remaining = max(0.1, deadline - time.monotonic())
@@ -309,6 +319,12 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+        # members that outlived their group leader (run workers of the daemon): same deadline, then SIGKILL
+        for _, proc in self.procs:
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         _state_file(self.settings).unlink(missing_ok=True)
 
     def wait(self) -> int:

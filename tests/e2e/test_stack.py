@@ -9,11 +9,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from integration_core.seed import demo_company_id, demo_technician_id
 from integration_core.stack import LocalStack
-from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
+from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY, _psycopg_url
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +89,45 @@ def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> Non
     assert Decimal(routing["revenue"]) == Decimal("725.00") and routing["completed_at"]
     job = api.get(f"/api/jobs/{job_id}").json()
     assert job["status"] == "completed" and job["completed_at"]
+
+
+def test_runs_are_forked_warm_and_stopping_the_stack_cancels_them(stack: LocalStack, dagster_database_url: str) -> None:
+    """The WarmForkRunLauncher (dagster.yaml) starts each run worker as a fork of the daemon's forkserver and
+    records it on the run; stopping the stack while a run lingers for work ends that run CANCELED, not failed,
+    and leaves no run worker behind."""
+    from integration_core.dagster_client import DagsterClient
+    from pipelines.launcher import HOST_TAG, PID_TAG
+
+    api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
+    body = {
+        "summary": "Outlet sparks when the dryer starts",
+        "address": {"street": "9 Sunset Blvd", "city": "Beverly Hills", "state": "CA", "zip_code": "90210"},
+        "homeowner": {"name": "Sam Roe", "phone": "310-555-0142"},
+        "created_by_company_id": str(demo_company_id("handy-neighbors")),
+        "created_by_technician_id": str(demo_technician_id("handy-neighbors")),
+        "required_skills": ["water_heater"],
+    }
+    created = api.post("/api/jobs/", json=body, headers={"Idempotency-Key": "e2e-launcher"})
+    assert created.status_code == 201, created.text
+    routing_id = created.json()["routings"][0]["id"]
+    _wait(
+        lambda: api.get(f"/api/routings/{routing_id}").json()["status"] == "synced",
+        90,
+        "the routing to be synced by the sensor-launched run",
+    )
+    dagster = DagsterClient(f"http://127.0.0.1:{stack.ports['web']}", timeout=10)
+    (run,) = [r for r in dagster.runs(("STARTED",)) if r.job_name == "deliver_routings"]
+    assert run.tags[HOST_TAG] and run.tags[PID_TAG]
+    worker = int(run.tags[PID_TAG])
+    forkserver = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert "forkserver" in Path(f"/proc/{forkserver}/cmdline").read_text(), "run worker is not a forkserver child"
+
+    stack.stop()  # the run still lingers for new work (RUN_IDLE_SECONDS)
+
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{worker}").exists(), "a run worker outlived the stack"
+    with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+        status = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run.run_id,)).fetchone()
+    assert status == ("CANCELED",)

@@ -40,7 +40,8 @@ def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     names = {j.name for j in defs.resolve_all_job_defs()}
     assert {"deliver_routings", "reconcile_job", "pull_updates_job", "retention_job", "delivery_checks_job"} <= names
-    assert defs.resolve_sensor_def("pending_routings_sensor").minimum_interval_seconds == 5
+    # SENSOR_INTERVAL_SECONDS=5: one second under the daemon's 5-s loop, so that it ticks every 5 s, not 10
+    assert defs.resolve_sensor_def("pending_routings_sensor").minimum_interval_seconds == 4
     # one-step jobs on the in-process executor (launch cost: dagster-notes §6)
     assert deliver_job.executor_def is dg.in_process_executor  # type: ignore[attr-defined]
 

@@ -1,0 +1,48 @@
+"""WarmForkRunLauncher: configured by dagster.yaml, and its answers to run monitoring. Launching, forking and
+cancelling with the real daemon are covered by tests/e2e/test_stack.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from dagster._core.launcher.base import WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRun
+
+from pipelines.launcher import HOST_TAG, PID_TAG, WarmForkRunLauncher, _host
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _launcher_config() -> dict[str, object]:
+    config: dict[str, object] = yaml.safe_load((ROOT / "dagster.yaml").read_text())["run_launcher"]
+    return config
+
+
+def test_dagster_yaml_selects_the_warm_fork_launcher() -> None:
+    with dg.instance_for_test(overrides={"run_launcher": _launcher_config()}) as instance:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, WarmForkRunLauncher)
+        assert launcher.supports_check_run_worker_health
+        assert launcher._preload == ["pipelines.worker_preload"]
+
+
+def _run(tags: dict[str, str]) -> DagsterRun:
+    return DagsterRun(job_name="deliver_routings", run_id="0" * 8 + "-0000-0000-0000-000000000000", tags=tags)
+
+
+def test_run_worker_health_as_run_monitoring_sees_it() -> None:
+    launcher = WarmForkRunLauncher()
+    assert launcher.check_run_worker_health(_run({})).status == WorkerStatus.UNKNOWN
+    alive = {PID_TAG: str(os.getpid()), HOST_TAG: _host()}
+    assert launcher.check_run_worker_health(_run(alive)).status == WorkerStatus.RUNNING
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = launcher.check_run_worker_health(_run({PID_TAG: str(gone.pid), HOST_TAG: _host()}))
+    assert dead.status == WorkerStatus.FAILED and str(gone.pid) in (dead.msg or "")
+    elsewhere = {PID_TAG: str(os.getpid()), HOST_TAG: "another-host"}
+    assert launcher.check_run_worker_health(_run(elsewhere)).status == WorkerStatus.UNKNOWN
