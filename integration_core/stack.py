@@ -359,15 +359,21 @@ class LocalStack:
     """A whole stack (`si run`) in its own data directory on free ports: for end-to-end tests and benchmarks.
 
     `env` adds to this process's environment (DATABASE_URL, API_TOKEN, …); ports and DATA_DIR are chosen here.
+    `embedded=True` drops DATABASE_URL / DAGSTER_DATABASE_URL inherited from this process, so that the stack runs
+    on the embedded server in its data directory, as `make run` does on a fresh machine.
     """
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *, embedded: bool = False) -> None:
         from integration_core.http_server import free_port
 
+        inherited = dict(os.environ)
+        if embedded:
+            for name in ("DATABASE_URL", "DAGSTER_DATABASE_URL"):
+                inherited.pop(name, None)
         self.data_dir = data_dir
         self.ports = {name: free_port() for name in ("api", "sandbox", "web", "code")}
         self.env = {
-            **os.environ,
+            **inherited,
             "DATA_DIR": str(data_dir),
             "API_PORT": str(self.ports["api"]),
             "SERVICETITAN_SANDBOX_URL": f"http://127.0.0.1:{self.ports['sandbox']}",
