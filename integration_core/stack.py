@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from integration_core.processes import group_alive, pid_alive
 from integration_core.settings import PROJECT_ROOT, Settings
 
 
@@ -131,31 +132,11 @@ def _state_file(settings: Settings) -> Path:
     return run_dir(settings) / "stack.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _write_atomically(path: Path, text: str) -> None:
     """Readers (`si status`, `si up` polling) never see a half-written file: write a sibling, then rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_state(settings: Settings) -> dict[str, object] | None:
@@ -173,7 +154,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
     if state is None:
         return rows
     sup = int(str(state["supervisor_pid"]))
-    rows.append({"name": "supervisor", "pid": sup, "port": None, "running": _alive(sup), "healthy": None})
+    rows.append({"name": "supervisor", "pid": sup, "port": None, "running": pid_alive(sup), "healthy": None})
     for proc in state["processes"]:  # type: ignore[attr-defined]
         healthy: bool | None = None
         if proc.get("health_url"):
@@ -186,7 +167,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
                 "name": proc["name"],
                 "pid": proc["pid"],
                 "port": proc["port"],
-                "running": _alive(int(proc["pid"])),
+                "running": pid_alive(int(proc["pid"])),
                 "healthy": healthy,
             }
         )
@@ -321,7 +302,7 @@ class Supervisor:
                 proc.wait(5)
         # members that outlived their group leader (run workers of the daemon): same deadline, then SIGKILL
         for _, proc in self.procs:
-            while _group_alive(proc.pid) and time.monotonic() < deadline:
+            while group_alive(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -342,10 +323,10 @@ def stop_background(settings: Settings, timeout: float = 30) -> bool:
     if state is None:
         return False
     pid = int(str(state["supervisor_pid"]))
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
     # the supervisor is gone: make sure no child survived it (e.g. it was SIGKILLed)
     for proc in state.get("processes", []):  # type: ignore[attr-defined]

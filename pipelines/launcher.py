@@ -45,6 +45,8 @@ from dagster._core.launcher.base import (
 )
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
+from integration_core.processes import pid_alive
+
 if TYPE_CHECKING:
     from dagster._core.storage.dagster_run import DagsterRun
 
@@ -55,16 +57,6 @@ DEFAULT_PRELOAD = ("pipelines.worker_preload",)
 
 def _host() -> str:
     return socket.gethostname()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _watch_for_cancel(instance_ref: Any, run_id: str, poll_seconds: float, done: threading.Event) -> None:
@@ -226,7 +218,7 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
             return False
         self._instance.report_run_canceling(run)
         pid = self._worker_pid(run)
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             os.kill(pid, signal.SIGTERM)  # the worker maps it to an interrupt and ends the run CANCELED
         # elsewhere (another host), the worker sees CANCELING within cancel_poll_seconds
         return True
@@ -241,7 +233,7 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         pid = self._worker_pid(run)
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, f"run worker is on {run.tags.get(HOST_TAG)}")
-        if _pid_alive(pid):
+        if pid_alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone")
 

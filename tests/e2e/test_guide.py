@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from integration_core.http_server import free_port
 from integration_core.seed import demo_company_id, demo_technician_id
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
+from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,16 +64,6 @@ def guide(db, database_url: str, dagster_database_url: str, tmp_path: Path) -> I
         g.make("down", check=False)
 
 
-def _wait(fn, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_the_guide_works_on_this_project(guide: Guide) -> None:
     g = guide
     # -- Getting help / diagnostic commands ------------------------------------------------------------------
@@ -87,7 +77,7 @@ def test_the_guide_works_on_this_project(guide: Guide) -> None:
     for name in ("api", "sandbox", "dagster-webserver", "dagster-daemon", "dagster-code"):
         assert name in status.stdout
     # right after start-up a component may still be warming up (a provider token, a daemon heartbeat)
-    health = _wait(lambda: (h := g.make("health")) and "health: healthy" in h.stdout and h, 60, "healthy")
+    health = wait_for(lambda: (h := g.make("health")) and "health: healthy" in h.stdout and h, 60, "healthy")
     for component in ("db", "providers", "dagster", "sandbox"):
         assert component in health.stdout
 
@@ -108,7 +98,7 @@ def test_the_guide_works_on_this_project(guide: Guide) -> None:
     assert companies.status_code == 200 and "Sunset Plumbing" in companies.text
 
     # -- Sync: the sensor delivers it; external ids are stored ----------------------------------------------
-    _wait(lambda: g.curl("GET", f"/api/routings/{routing_id}").json()["status"] == "synced", 120, "sync")
+    wait_for(lambda: g.curl("GET", f"/api/routings/{routing_id}").json()["status"] == "synced", 120, "sync")
     synced = g.curl("GET", "/api/routings/status/synced").json()
     assert any(r["id"] == routing_id and r["external_id"] for r in synced["items"])
 

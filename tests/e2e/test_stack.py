@@ -15,6 +15,7 @@ import pytest
 from integration_core.seed import demo_company_id, demo_technician_id
 from integration_core.stack import LocalStack
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY, _psycopg_url
+from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,19 +39,8 @@ def stack(db, database_url: str, dagster_database_url: str, tmp_path: Path) -> I
         s.stop()
 
 
-def _wait(fn, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> None:
-    api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
-    sandbox = httpx.Client(base_url=stack.sandbox_url, timeout=30)
+def _refer_water_heater_job(api: httpx.Client, key: str) -> dict:  # type: ignore[type-arg]
+    """A referral that matches Sunset Plumbing (sandbox tenant 1001, booking mode); returns the created job."""
     body = {
         "summary": "Water heater leaking in the garage",
         "address": {"street": "1 Canyon Dr", "city": "Beverly Hills", "state": "CA", "zip_code": "90210"},
@@ -59,17 +49,24 @@ def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> Non
         "created_by_technician_id": str(demo_technician_id("handy-neighbors")),
         "required_skills": ["water_heater"],
     }
-    created = api.post("/api/jobs/", json=body, headers={"Idempotency-Key": "e2e-1"})
+    created = api.post("/api/jobs/", json=body, headers={"Idempotency-Key": key})
     assert created.status_code == 201, created.text
-    job_id = created.json()["id"]
-    routing_id = created.json()["routings"][0]["id"]
     assert created.json()["routings"][0]["receiving_company_id"] == str(demo_company_id("sunset-plumbing"))
+    job: dict = created.json()  # type: ignore[type-arg]
+    return job
+
+
+def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> None:
+    api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
+    sandbox = httpx.Client(base_url=stack.sandbox_url, timeout=30)
+    created = _refer_water_heater_job(api, "e2e-1")
+    job_id, routing_id = created["id"], created["routings"][0]["id"]
 
     def synced():  # type: ignore[no-untyped-def]
         r = api.get(f"/api/routings/{routing_id}").json()
         return r if r["status"] == "synced" else None
 
-    routing = _wait(synced, 90, "the routing to be synced by the sensor-launched run")
+    routing = wait_for(synced, 90, "the routing to be synced by the sensor-launched run")
     tenant = "1001"  # Sunset Plumbing's sandbox tenant, booking mode
     info = sandbox.get(f"/_sandbox/tenants/{tenant}/inspect").json()
     assert info["markers"]["bookings"] == {routing_id: 1}
@@ -85,7 +82,7 @@ def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> Non
         r = api.get(f"/api/routings/{routing_id}").json()
         return r if r["external_status"] == "completed" else None
 
-    routing = _wait(completed, 150, "the scheduled status pull to write completion back")
+    routing = wait_for(completed, 150, "the scheduled status pull to write completion back")
     assert Decimal(routing["revenue"]) == Decimal("725.00") and routing["completed_at"]
     job = api.get(f"/api/jobs/{job_id}").json()
     assert job["status"] == "completed" and job["completed_at"]
@@ -99,18 +96,8 @@ def test_runs_are_forked_warm_and_stopping_the_stack_cancels_them(stack: LocalSt
     from pipelines.launcher import HOST_TAG, PID_TAG
 
     api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
-    body = {
-        "summary": "Outlet sparks when the dryer starts",
-        "address": {"street": "9 Sunset Blvd", "city": "Beverly Hills", "state": "CA", "zip_code": "90210"},
-        "homeowner": {"name": "Sam Roe", "phone": "310-555-0142"},
-        "created_by_company_id": str(demo_company_id("handy-neighbors")),
-        "created_by_technician_id": str(demo_technician_id("handy-neighbors")),
-        "required_skills": ["water_heater"],
-    }
-    created = api.post("/api/jobs/", json=body, headers={"Idempotency-Key": "e2e-launcher"})
-    assert created.status_code == 201, created.text
-    routing_id = created.json()["routings"][0]["id"]
-    _wait(
+    routing_id = _refer_water_heater_job(api, "e2e-launcher")["routings"][0]["id"]
+    wait_for(
         lambda: api.get(f"/api/routings/{routing_id}").json()["status"] == "synced",
         90,
         "the routing to be synced by the sensor-launched run",
