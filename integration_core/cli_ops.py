@@ -9,7 +9,6 @@ unavailable · 4 not found.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -405,7 +404,7 @@ def dry_run_cmd(
     rid = _parse_uuid(routing_id, "routing")
     with _session() as session:
         result = dry_run(session, rid, get_settings())
-    data = dataclasses.asdict(result)
+    data = result.model_dump(mode="json")
     if as_json:
         _print_json(data)
         return

@@ -75,6 +75,19 @@ def add_routings(session: Session, job: Job, matches: list[Match]) -> list[JobRo
     return routings
 
 
+def _match(session: Session, job: Job, top_n: int) -> list[Match]:
+    """Receiving companies for a stored job (at intake and when unmatched jobs are matched again)."""
+    return match_job(
+        session,
+        zip_code=job.zip_code[:5],
+        referrer_id=job.created_by_company_id,
+        skills=list(job.required_skills),
+        levels=dict(job.skill_levels),
+        category=job.category,
+        top_n=top_n,
+    )
+
+
 def create_job(
     session: Session, data: JobCreate, *, idempotency_key: str | None, top_n: int, actor: str = "api"
 ) -> IntakeResult:
@@ -120,15 +133,7 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    matches = match_job(
-        session,
-        zip_code=data.address.zip_code[:5],
-        referrer_id=data.created_by_company_id,
-        skills=data.required_skills,
-        levels={k: v.value for k, v in data.skill_levels.items()},
-        category=data.category,
-        top_n=top_n,
-    )
+    matches = _match(session, job, top_n)
     add_routings(session, job, matches)
     audit.record(
         session,
@@ -157,15 +162,7 @@ def rematch(
         query = query.where(Job.id.in_(job_ids))
     routed = still_unmatched = 0
     for job in session.scalars(query).all():
-        matches = match_job(
-            session,
-            zip_code=job.zip_code[:5],
-            referrer_id=job.created_by_company_id,
-            skills=list(job.required_skills),
-            levels=dict(job.skill_levels),
-            category=job.category,
-            top_n=top_n,
-        )
+        matches = _match(session, job, top_n)
         if matches:
             add_routings(session, job, matches)
             audit.record(

@@ -424,13 +424,15 @@ class RetryOut(BaseModel):
 
 
 class PlannedRequestOut(BaseModel):
+    """One request a delivery run would make; `when` says under which condition it is made."""
+
     operation: str
     method: str
     url: str
     when: str
-    params: dict[str, str]
-    headers: dict[str, str]
-    body: dict[str, Any] | None
+    params: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, Any] | None = None
 
 
 class DryRunOut(BaseModel):
@@ -447,8 +449,8 @@ class DryRunOut(BaseModel):
     decision: str
     connection: dict[str, Any] | None
     requests: list[PlannedRequestOut]
-    placeholders: dict[str, str]
-    sent: int
+    placeholders: dict[str, str] = Field(default_factory=dict)
+    sent: int = 0  # always 0: a dry run sends nothing
 
 
 class DagsterQueueOut(BaseModel):

@@ -12,7 +12,6 @@ the `Authorization` and `ST-App-Key` headers the client adds are shown as `[reda
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from integration_core.db.models import Company, Job, JobRouting, ProviderConnect
 from integration_core.delivery.connections import connection_config
 from integration_core.errors import NotFound
 from integration_core.providers.base import REDACTED, ConnectionConfig, DeliveryRequest
+from integration_core.schemas import DryRunOut, PlannedRequestOut
 from integration_core.settings import Settings
 
 CUSTOMER_ID_PLACEHOLDER = "{customerId}"
@@ -30,36 +30,8 @@ LOCATION_ID_PLACEHOLDER = "{locationId}"
 HEADERS = {"Authorization": f"Bearer {REDACTED}", "ST-App-Key": REDACTED, "Content-Type": "application/json"}
 
 
-@dataclass
-class PlannedRequest:
-    """One request the run would make. `when` says under which condition it is made."""
-
-    operation: str
-    method: str
-    url: str
-    when: str
-    params: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] | None = None
-
-
-@dataclass
-class DryRun:
-    routing_id: uuid.UUID
-    status: str
-    receiving_company_id: uuid.UUID
-    delivery_mode: str | None
-    attempts: int
-    max_attempts: int
-    next_attempt_at: datetime
-    due_now: bool
-    lookup_required: bool
-    would_send: bool
-    decision: str
-    connection: dict[str, Any] | None
-    requests: list[PlannedRequest]
-    placeholders: dict[str, str] = field(default_factory=dict)
-    sent: int = 0  # always 0: a dry run sends nothing
+def _planned(operation: str, method: str, url: str, when: str, **rest: Any) -> PlannedRequestOut:
+    return PlannedRequestOut(operation=operation, method=method, url=url, when=when, **rest)
 
 
 def delivery_request(routing: JobRouting, job: Job, referrer_name: str | None) -> DeliveryRequest:
@@ -90,7 +62,7 @@ def _body(model: Any) -> dict[str, Any]:
 
 def _servicetitan_requests(
     request: DeliveryRequest, config: ConnectionConfig, *, lookup: bool, now: datetime
-) -> list[PlannedRequest]:
+) -> list[PlannedRequestOut]:
     from integration_core.providers.servicetitan import mapping
     from integration_core.providers.servicetitan.client import api_base_for
 
@@ -99,13 +71,13 @@ def _servicetitan_requests(
     def path(module: str, resource: str) -> str:
         return f"{base}/{module}/v2/tenant/{config.tenant_id}/{resource}"
 
-    planned: list[PlannedRequest] = []
+    planned: list[PlannedRequestOut] = []
     get_headers = {k: v for k, v in HEADERS.items() if k != "Content-Type"}
     if config.delivery_mode == "booking":
         url = path("crm", f"booking-provider/{config.booking_provider_id}/bookings")
         if lookup:
             planned.append(
-                PlannedRequest(
+                _planned(
                     "find_existing",
                     "GET",
                     url,
@@ -115,7 +87,7 @@ def _servicetitan_requests(
                 )
             )
         planned.append(
-            PlannedRequest(
+            _planned(
                 "create_booking",
                 "POST",
                 url,
@@ -128,7 +100,7 @@ def _servicetitan_requests(
 
     if lookup:
         planned.append(
-            PlannedRequest(
+            _planned(
                 "find_existing",
                 "GET",
                 path("jpm", "jobs"),
@@ -143,7 +115,7 @@ def _servicetitan_requests(
         )
     then = "if the lookup found nothing: " if lookup else ""
     planned.append(
-        PlannedRequest(
+        _planned(
             "find_customer",
             "GET",
             path("crm", "customers"),
@@ -152,7 +124,7 @@ def _servicetitan_requests(
         )
     )
     planned.append(
-        PlannedRequest(
+        _planned(
             "create_customer",
             "POST",
             path("crm", "customers"),
@@ -164,7 +136,7 @@ def _servicetitan_requests(
     location = _body(mapping.location_body(request, 0))
     location["customerId"] = CUSTOMER_ID_PLACEHOLDER
     planned.append(
-        PlannedRequest(
+        _planned(
             "create_location",
             "POST",
             path("crm", "locations"),
@@ -177,7 +149,7 @@ def _servicetitan_requests(
     job["customerId"] = CUSTOMER_ID_PLACEHOLDER
     job["locationId"] = LOCATION_ID_PLACEHOLDER
     planned.append(
-        PlannedRequest(
+        _planned(
             "create_job",
             "POST",
             path("jpm", "jobs"),
@@ -189,7 +161,7 @@ def _servicetitan_requests(
     return planned
 
 
-def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now: datetime | None = None) -> DryRun:
+def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now: datetime | None = None) -> DryRunOut:
     """What the next delivery run would do with this routing. Reads only; sends nothing. Raises NotFound."""
     now = now or datetime.now(UTC)
     routing = session.get(JobRouting, routing_id)
@@ -208,7 +180,7 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
     due = routing.next_attempt_at <= now
     max_attempts = settings.delivery_max_attempts
 
-    requests: list[PlannedRequest] = []
+    requests: list[PlannedRequestOut] = []
     connection: dict[str, Any] | None = None
     missing: dict[str, list[str]] = {}
     if conn is not None:
@@ -271,7 +243,7 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
             CUSTOMER_ID_PLACEHOLDER: "id of the matched or created customer",
             LOCATION_ID_PLACEHOLDER: "id of the matched or created location",
         }
-    return DryRun(
+    return DryRunOut(
         routing_id=routing.id,
         status=status,
         receiving_company_id=routing.receiving_company_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Annotated
 
@@ -92,4 +91,4 @@ def dry_run(routing_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -
     not, send or not) and the exact requests and bodies it would send. Sends nothing, changes nothing; the
     provider credentials are never included."""
     result = core_dry_run(session, routing_id, settings)
-    return DryRunOut.model_validate(dataclasses.asdict(result))
+    return result
