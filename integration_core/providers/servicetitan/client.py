@@ -557,12 +557,18 @@ class ServiceTitanClient:
         )
 
     def list_invoices(
-        self, *, job_id: int, page_size: int = DEFAULT_PAGE_SIZE
+        self,
+        *,
+        job_id: int | None = None,
+        modified_on_or_after: datetime | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
     ) -> AsyncGenerator[InvoiceResponse, None]:
+        """A job's invoices, or every invoice modified since a time (invoice edits after a job completed)."""
+        params = {"jobId": job_id, "modifiedOnOrAfter": modified_on_or_after}
         return self.paginate(
             self._path("accounting", "invoices"),
             InvoiceResponse,
-            {"jobId": job_id},
+            params,
             operation="list_invoices",
             page_size=page_size,
         )

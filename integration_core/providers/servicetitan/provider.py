@@ -378,9 +378,10 @@ class ServiceTitanProvider:
 
         Yields an update for: every booking under our booking provider; every job carrying our marker
         (``kind="job"``); every job converted from one of our bookings (``kind="booking"``, ``source="job"``).
-        Completed jobs get their revenue from their invoices. Booking updates come before job updates, so a
-        converted booking's job status is applied last. The cursor is the latest ``modifiedOn`` seen (never
-        earlier than ``since``); duplicates across pulls are expected and harmless.
+        Completed jobs get their revenue from their invoices; the completed jobs of invoices modified since
+        then are read again, so an invoice edited after completion moves the revenue. Booking updates come
+        before job updates, so a converted booking's job status is applied last. The cursor is the latest
+        ``modifiedOn`` seen (never earlier than ``since``); duplicates across pulls are expected and harmless.
         """
         since = _utc(since)
         query_from = since - self._lookback
@@ -402,6 +403,18 @@ class ServiceTitanProvider:
                         updates.append(update)
 
         converted: list[JobResponse] = []
+        seen_jobs: set[int] = set()
+
+        async def consider(job: JobResponse) -> None:
+            seen_jobs.add(job.id)
+            marker = _marker_uuid(job.external_value(mapping.MARKER_KEY)) if guid else None
+            if marker is not None:
+                update = await self._job_update(job, kind="job", external_id=str(job.id), marker=marker)
+                if update is not None:
+                    updates.append(update)
+            elif job.booking_id is not None and bp is not None:
+                converted.append(job)
+
         async with aclosing(
             self.client.list_jobs(
                 modified_on_or_after=query_from,
@@ -412,13 +425,26 @@ class ServiceTitanProvider:
         ) as jobs:
             async for job in jobs:
                 cursor = max(cursor, _utc(job.modified_on))
-                marker = _marker_uuid(job.external_value(mapping.MARKER_KEY)) if guid else None
-                if marker is not None:
-                    update = await self._job_update(job, kind="job", external_id=str(job.id), marker=marker)
-                    if update is not None:
-                        updates.append(update)
-                elif job.booking_id is not None and bp is not None:
-                    converted.append(job)
+                await consider(job)
+
+        # An invoice edited (or added) after its job completed does not touch the job's modifiedOn: the jobs of
+        # invoices modified since the last pull are read again, so that their revenue follows.
+        invoiced: set[int] = set()
+        async with aclosing(
+            self.client.list_invoices(modified_on_or_after=query_from, page_size=UPDATES_PAGE_SIZE)
+        ) as invoices:
+            async for invoice in invoices:
+                if invoice.modified_on is not None:
+                    cursor = max(cursor, _utc(invoice.modified_on))
+                if invoice.job is not None and invoice.job.id not in seen_jobs:
+                    invoiced.add(invoice.job.id)
+        if invoiced:
+            async with aclosing(
+                self.client.list_jobs(ids=sorted(invoiced), external_data_guid=guid, page_size=UPDATES_PAGE_SIZE)
+            ) as jobs:
+                async for job in jobs:
+                    if mapping.job_status(job.job_status) == "completed":
+                        await consider(job)
 
         if converted:
             ours = {

@@ -107,6 +107,9 @@ class SandboxHandle:
     def advance_job(self, tenant_id: str, job_id: int, status: str, **extra: Any) -> Any:
         return self._control("POST", f"/tenants/{tenant_id}/jobs/{job_id}/advance", {"status": status, **extra})
 
+    def adjust_invoice(self, tenant_id: str, invoice_id: int, total: Any) -> Any:
+        return self._control("POST", f"/tenants/{tenant_id}/invoices/{invoice_id}/adjust", {"total": total})
+
     def office(self, **config: Any) -> Any:
         return self._control("PUT", "/office", config)
 

@@ -5,6 +5,7 @@ Record counts come from the sandbox's inspection endpoint; every exchange is val
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -233,6 +234,27 @@ async def test_job_mode_reuses_customer_and_location_by_name_and_address(
     }
 
 
+async def test_job_mode_reuses_a_customer_found_by_name_and_email_at_another_address(
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+) -> None:
+    """No phone and a new service address: the name narrows the candidates and the customer's listed contacts
+    (GET /customers/{id}/contacts) hold the homeowner's e-mail, so it is the same customer."""
+    provider = make_provider(demo_tenant, "job")
+    homeowner = {**unique_homeowner(), "homeowner_phone": None}
+    existing = await provider.client.create_customer(
+        mapping.customer_body(delivery_request(**{**homeowner, "street": "9 Other Road"}))
+    )
+
+    result = await provider.deliver(delivery_request(**homeowner))
+    assert result.refs["customer_id"] == existing.id
+    assert records(sandbox_handle, demo_tenant)["customers"] == 1
+
+    stranger = {**homeowner, "homeowner_email": "someone.else@example.com", "street": "5 Third Street"}
+    other = await provider.deliver(delivery_request(**stranger))
+    assert other.refs["customer_id"] != existing.id  # same name, another e-mail and address: not the same person
+    assert records(sandbox_handle, demo_tenant)["customers"] == 2
+
+
 async def test_job_mode_does_not_reuse_a_different_homeowner(
     make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
 ) -> None:
@@ -366,6 +388,41 @@ async def test_job_updates_report_status_completion_and_revenue(
     update = second.updates[0]
     assert (update.external_status, update.revenue, update.is_final) == ("completed", Decimal("99.50"), True)
     assert update.completed_at is not None
+    assert second.cursor > first.cursor
+
+
+async def test_an_invoice_edited_after_completion_moves_the_revenue(
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+) -> None:
+    """The back office corrects an invoice after the job completed; the job's modifiedOn does not move, the
+    invoice's does: the next pull reads that job again and reports the new revenue (job mode and a booking
+    converted to a job alike)."""
+    tenant = demo_tenant.tenant_id
+    job_mode = make_provider(demo_tenant, "job")
+    booking_mode = make_provider(demo_tenant, updates_lookback=timedelta(0))  # no overlap hides the edit
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    as_job = await job_mode.deliver(delivery_request(**unique_homeowner()))
+    as_booking = await booking_mode.deliver(delivery_request())
+    invoice_of_job = sandbox_handle.advance_job(tenant, int(as_job.external_id), "Completed", invoice_total=500)
+    sandbox_handle.advance_booking(tenant, int(as_booking.external_id), "Accepted")
+    converted = sandbox_handle.advance_booking(tenant, int(as_booking.external_id), "Converted")["job"]["id"]
+    invoice_of_booking = sandbox_handle.advance_job(tenant, converted, "Completed", invoice_total=300)
+
+    first = await booking_mode.fetch_updates(since)
+    revenue = {(u.external_id, u.read_from): u.revenue for u in first.updates}
+    assert revenue[(as_job.external_id, "job")] == Decimal("500.00")
+    assert revenue[(as_booking.external_id, "job")] == Decimal("300.00")
+
+    await asyncio.sleep(0.01)  # the edits come strictly after the first pull's cursor
+    sandbox_handle.adjust_invoice(tenant, invoice_of_job["invoice"]["id"], "612.25")
+    sandbox_handle.adjust_invoice(tenant, invoice_of_booking["invoice"]["id"], 333)
+    second = await booking_mode.fetch_updates(first.cursor + timedelta(microseconds=1))
+
+    revenue = {(u.external_id, u.read_from): u.revenue for u in second.updates if u.revenue is not None}
+    assert revenue == {
+        (as_job.external_id, "job"): Decimal("612.25"),
+        (as_booking.external_id, "job"): Decimal("333.00"),
+    }
     assert second.cursor > first.cursor
 
 

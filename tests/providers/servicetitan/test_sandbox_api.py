@@ -149,6 +149,21 @@ def test_customer_create_get_and_list_by_phone_and_name(st: TenantClient) -> Non
     assert_validation_error(no_locations, "Locations")
 
 
+def test_customer_contacts_are_listed_with_their_phone_settings(st: TenantClient) -> None:
+    contacts = [{"type": "MobilePhone", "value": "5125550100"}, {"type": "Email", "value": "jane@example.com"}]
+    created = st.create_customer(contacts=contacts)
+    listed = st.get(CUSTOMERS + f"/{created['id']}/contacts")
+    assert listed.status_code == 200
+    data = listed.json()["data"]
+    assert [(c["type"], c["value"]) for c in data] == [("MobilePhone", "5125550100"), ("Email", "jane@example.com")]
+    assert data[0]["phoneSettings"] == {"phoneNumber": "5125550100", "doNotText": False}
+    assert data[1]["phoneSettings"]["phoneNumber"] == "" and all(c["modifiedOn"] for c in data)
+    paged = st.get(CUSTOMERS + f"/{created['id']}/contacts", params={"pageSize": 1}).json()
+    assert paged["hasMore"] is True and len(paged["data"]) == 1
+    missing = st.get(CUSTOMERS + "/424242/contacts")
+    assert missing.status_code == 404 and set(missing.json()) == ERROR_KEYS
+
+
 def test_location_create_and_unknown_customer_conflict(st: TenantClient) -> None:
     customer = st.create_customer()
     body = {"customerId": customer["id"], "name": "Cabin", "address": customer["address"]}

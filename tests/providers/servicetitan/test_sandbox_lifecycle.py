@@ -71,6 +71,23 @@ def test_job_progression_to_completed_with_invoice(st: TenantClient, sandbox_han
     assert terminal.status_code == 409
 
 
+def test_an_invoice_adjusted_after_completion(st: TenantClient, sandbox_handle: SandboxHandle) -> None:
+    job = st.create_job()
+    done = sandbox_handle.advance_job(st.creds.tenant_id, job["id"], "Completed", invoice_total=100)
+    invoice = done["invoice"]
+    adjusted = sandbox_handle.adjust_invoice(st.creds.tenant_id, invoice["id"], "149.99")["invoice"]
+    assert adjusted["total"] == "149.99" and adjusted["modifiedOn"] > invoice["modifiedOn"]
+    assert st.get(JOBS + f"/{job['id']}").json()["modifiedOn"] == done["job"]["modifiedOn"]  # the job is untouched
+    edited = st.get(INVOICES, params={"modifiedOnOrAfter": adjusted["modifiedOn"]}).json()["data"]
+    assert [(i["id"], i["total"]) for i in edited] == [(invoice["id"], "149.99")]
+
+    base = f"{sandbox_handle.url}/_sandbox/tenants/{st.creds.tenant_id}/invoices"
+    assert httpx.post(f"{base}/987654/adjust", json={"total": 1}).status_code == 404
+    for body in ({}, {"total": -1}, {"total": "abc"}, {"total": True}):
+        bad = httpx.post(f"{base}/{invoice['id']}/adjust", json=body)
+        assert bad.status_code == 422 and bad.json()["field"] == "total", body
+
+
 def test_job_cancel_and_no_going_back(st: TenantClient, sandbox_handle: SandboxHandle) -> None:
     job = st.create_job()
     sandbox_handle.advance_job(st.creds.tenant_id, job["id"], "InProgress")

@@ -28,7 +28,7 @@ from .auth import SCOPES
 from .errors import ApiError, error_body, json_response, validation_error
 from .faults import FaultDecision
 from .queries import Query, apply_sort, filter_active, filter_dates, filter_ids, paginate, parse_dt
-from .state import PRIORITIES, Booking, Job, Location, Sandbox, Tenant
+from .state import PRIORITIES, Booking, Contact, Job, Location, Sandbox, Tenant, fmt_dt
 
 Handler = Callable[["Ctx"], tuple[int, Any]]
 
@@ -508,6 +508,24 @@ def get_customer(ctx: Ctx) -> tuple[int, Any]:
     return 200, customer.to_json()
 
 
+PHONE_CONTACT_TYPES = ("Phone", "MobilePhone", "Fax")
+
+
+def list_customer_contacts(ctx: Ctx) -> tuple[int, Any]:
+    """`Customers_GetContactsList`: the customer's contacts (those it was created with and those its locations
+    brought). The definitions require `phoneSettings` on every contact; e-mail contacts carry an empty number."""
+    customer = ctx.tenant.customers.get(ctx.path_int("id"))
+    if customer is None:
+        raise ApiError(404, "Customer not found")
+    modified = fmt_dt(customer.modified_on)
+
+    def render(c: Contact) -> dict[str, Any]:
+        number = c.value if c.type in PHONE_CONTACT_TYPES else ""
+        return {**c.to_json(), "modifiedOn": modified, "phoneSettings": {"phoneNumber": number, "doNotText": False}}
+
+    return 200, ctx.page(sorted(customer.contacts, key=lambda c: c.id), render)
+
+
 def create_location(ctx: Ctx) -> tuple[int, Any]:
     tenant, body = ctx.tenant, ctx.body
     customer = tenant.customers.get(body["customerId"])
@@ -728,6 +746,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/crm/v2/tenant/{tenant}/customers", create_customer, True),
     Endpoint("GET", "/crm/v2/tenant/{tenant}/customers", list_customers),
     Endpoint("GET", "/crm/v2/tenant/{tenant}/customers/{id}", get_customer),
+    Endpoint("GET", "/crm/v2/tenant/{tenant}/customers/{id}/contacts", list_customer_contacts),
     Endpoint("POST", "/crm/v2/tenant/{tenant}/locations", create_location, True),
     Endpoint("GET", "/crm/v2/tenant/{tenant}/locations", list_locations),
     Endpoint("GET", "/crm/v2/tenant/{tenant}/locations/{id}", get_location),

@@ -47,6 +47,19 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
+def _money(raw: Any, name: str) -> Decimal | None:
+    """A JSON number >= 0 as a Decimal (None when absent); a 422 naming the field otherwise."""
+    if raw is None:
+        return None
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        raise ControlError(422, f"{name} must be a number", name) from None
+    if isinstance(raw, bool) or not value.is_finite() or value < 0:
+        raise ControlError(422, f"{name} must be a number >= 0", name)
+    return value
+
+
 def _opt(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = body.get(key)
     if value is None:
@@ -253,15 +266,7 @@ class Control:
         status = body.get("status")
         if not isinstance(status, str):
             raise ControlError(422, "status is required", "status")
-        total: Decimal | None = None
-        raw_total = body.get("invoice_total")
-        if raw_total is not None:
-            try:
-                total = Decimal(str(raw_total))
-            except InvalidOperation:
-                raise ControlError(422, "invoice_total must be a number", "invoice_total") from None
-            if isinstance(raw_total, bool) or not total.is_finite() or total < 0:
-                raise ControlError(422, "invoice_total must be a number >= 0", "invoice_total")
+        total = _money(body.get("invoice_total"), "invoice_total")
         try:
             tenant.advance_job(job, status, total=total)
         except TransitionError as exc:
@@ -270,6 +275,19 @@ class Control:
         if job.invoice_id is not None:
             out["invoice"] = tenant.invoices[job.invoice_id].to_json()
         return json_response(200, out)
+
+    async def adjust_invoice(self, request: Request) -> Response:
+        """The back office edits an invoice after its job completed: a new total, a new `modifiedOn`; the job's
+        own `modifiedOn` does not move (as when an invoice is corrected in ServiceTitan)."""
+        tenant = self._tenant(request)
+        invoice = tenant.invoices.get(int(request.path_params["id"]))
+        if invoice is None:
+            raise ControlError(404, "unknown invoice")
+        total = _money((await _json(request)).get("total"), "total")
+        if total is None:
+            raise ControlError(422, "total is required", "total")
+        tenant.adjust_invoice(invoice, total)
+        return json_response(200, {"invoice": invoice.to_json()})
 
     # -- office ----------------------------------------------------------------------------------
     async def get_office(self, request: Request) -> Response:
@@ -325,6 +343,7 @@ class Control:
             ("POST", t + "/revoke-tokens", self.revoke_tokens),
             ("POST", t + "/bookings/{id:int}/advance", self.advance_booking),
             ("POST", t + "/jobs/{id:int}/advance", self.advance_job),
+            ("POST", t + "/invoices/{id:int}/adjust", self.adjust_invoice),
             ("GET", t + "/inspect", self.inspect),
             ("GET", p + "/office", self.get_office),
             ("PUT", p + "/office", self.put_office),

@@ -672,6 +672,11 @@ class Tenant:
         job.modified_on = now
         return job
 
+    def adjust_invoice(self, invoice: Invoice, total: Decimal) -> Invoice:
+        invoice.total = total
+        invoice.modified_on = self.clock.now()
+        return invoice
+
     def _invoice(self, job: Job, total: Decimal, now: datetime) -> Invoice:
         customer = self.customers.get(job.customer_id)
         location = self.locations.get(job.location_id)
