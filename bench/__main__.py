@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str
         engine = create_engine(url)
         with session_scope(engine) as session:
             referrer = create_company(session, CompanyCreate(name="Bench Referrer"), actor="bench")
-            tech = session.execute(
+            tech: uuid.UUID = session.execute(
                 text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": referrer.id}
             ).scalar_one()
             receiver = create_company(session, CompanyCreate(name="Bench Receiver"), actor="bench")
@@ -159,7 +160,7 @@ def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str
             )
             receiver_id = receiver.id
         with engine.begin() as conn:
-            jobs = (
+            jobs: list[uuid.UUID] = list(
                 conn.execute(
                     text(
                         "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
@@ -219,8 +220,8 @@ def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str
         sandbox.terminate()
         sandbox.wait(10)
         libpq = make_url(admin).set(drivername="postgresql").render_as_string(False)
-        with psycopg.connect(libpq, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "si_bench_{os.getpid()}" WITH (FORCE)')
+        with psycopg.connect(libpq, autocommit=True) as admin_conn:
+            admin_conn.execute(f'DROP DATABASE IF EXISTS "si_bench_{os.getpid()}" WITH (FORCE)')
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -317,7 +318,7 @@ def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> d
                 break
             time.sleep(1)
         with engine.connect() as conn:
-            rows = (
+            rows: list[Any] = list(
                 conn.execute(
                     text(
                         "SELECT extract(epoch FROM r.synced_at - j.created_at) AS s FROM job_routings r "
