@@ -3,6 +3,8 @@ sandbox completes the job and the scheduled pull writes `completed` + revenue ba
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -118,3 +120,44 @@ def test_runs_are_forked_warm_and_stopping_the_stack_cancels_them(stack: LocalSt
     with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
         status = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run.run_id,)).fetchone()
     assert status == ("CANCELED",)
+
+
+def test_a_killed_run_worker_is_failed_by_run_monitoring_and_retried(
+    stack: LocalStack, dagster_database_url: str
+) -> None:
+    """SIGKILL a run worker (OOM, a kill -9): run monitoring asks the launcher, which finds the process gone, so
+    the run is failed rather than left STARTED forever; the crash-only retry policy relaunches it, and delivery
+    goes on — the next referral is synced, and nothing was delivered twice."""
+    from pipelines.launcher import PID_TAG
+
+    api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
+    first = _refer_water_heater_job(api, "e2e-crash-1")["routings"][0]["id"]
+    wait_for(lambda: api.get(f"/api/routings/{first}").json()["status"] == "synced", 90, "the first delivery")
+
+    def run_row(run_id: str) -> tuple[str, dict[str, str]]:
+        with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+            status = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+            tags = conn.execute("SELECT key, value FROM run_tags WHERE run_id = %s", (run_id,)).fetchall()
+        return str(status[0]) if status else "", dict(tags)
+
+    with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+        (run_id,) = conn.execute(
+            "SELECT run_id FROM runs WHERE pipeline_name = 'deliver_routings' AND status = 'STARTED'"
+        ).fetchone() or ("",)
+    worker = int(run_row(run_id)[1][PID_TAG])
+    os.kill(worker, signal.SIGKILL)
+
+    wait_for(lambda: run_row(run_id)[0] == "FAILURE", 90, "run monitoring to fail the run whose worker died")
+
+    def retry() -> str | None:
+        with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+            row = conn.execute(
+                "SELECT run_id FROM run_tags WHERE key = 'dagster/parent_run_id' AND value = %s", (run_id,)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    wait_for(retry, 60, "the crash-only retry to relaunch the run")
+    second = _refer_water_heater_job(api, "e2e-crash-2")["routings"][0]["id"]
+    wait_for(lambda: api.get(f"/api/routings/{second}").json()["status"] == "synced", 90, "delivery after the crash")
+    markers = httpx.get(f"{stack.sandbox_url}/_sandbox/tenants/1001/inspect").json()["markers"]["bookings"]
+    assert markers == {first: 1, second: 1}
