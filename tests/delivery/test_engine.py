@@ -184,7 +184,7 @@ def test_429_returns_routings_to_pending_after_retry_after_without_burning_attem
 ) -> None:
     company, tenant = add_receiver(db, sandbox)
     add_routings(db, world, company, 3)
-    r = sandbox.control.post(f"/_sandbox/tenants/{tenant}/storm", json={"seconds": 5, "retry_after": 7})
+    r = sandbox.control.post(f"/_sandbox/tenants/{tenant}/storm", json={"seconds": 30, "retry_after": 30})
     assert r.status_code == 200
 
     summary = run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run"))
@@ -199,8 +199,8 @@ def test_429_returns_routings_to_pending_after_retry_after_without_burning_attem
             {"t": tenant},
         ).scalar()
     assert all(r.status == "pending" and r.attempts == 0 for r in rows)
-    assert all(r.wait > 5 for r in rows if r.wait is not None)
-    assert backoff > 5
+    assert all(r.wait > 20 for r in rows if r.wait is not None)  # Retry-After (30 s) wins over backoff
+    assert backoff > 20
 
 
 def test_auth_failure_marks_connection_unhealthy_and_stops_the_batch(
@@ -265,11 +265,16 @@ def test_an_idle_run_lingers_and_picks_up_new_work(db, database_url, engine_sett
 
     async def body(engine):
         async def late_referral() -> None:
-            await asyncio.sleep(1.5)
+            # once the first two are delivered (the run is idle and lingering), however long that took
+            for _ in range(300):
+                if await asyncio.to_thread(lambda: sandbox.inspect(tenant)["records"]["bookings"]) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
             await asyncio.to_thread(add_routings, db, world, company, 1)
 
         results = await asyncio.gather(
-            drain(engine, engine_settings, company, "run", time_budget_seconds=30, idle_seconds=4, poll_seconds=0.2),
+            drain(engine, engine_settings, company, "run", time_budget_seconds=60, idle_seconds=8, poll_seconds=0.2),
             late_referral(),
         )
         return results[0]
@@ -277,7 +282,7 @@ def test_an_idle_run_lingers_and_picks_up_new_work(db, database_url, engine_sett
     summary = run(database_url, body)
     assert summary.outcomes["synced"] == 3  # the late one too, by the same run
     assert sandbox.inspect(tenant)["records"]["bookings"] == 3
-    assert summary.elapsed_seconds >= 4  # it waited for work before ending
+    assert summary.elapsed_seconds >= 8  # it waited for work before ending
 
     quick = run(
         database_url,
@@ -292,4 +297,4 @@ def test_an_idle_run_lingers_and_picks_up_new_work(db, database_url, engine_sett
             keep_waiting=lambda: False,
         ),
     )
-    assert quick.claimed == 0 and quick.elapsed_seconds < 5  # others need the slot: no lingering
+    assert quick.claimed == 0 and quick.elapsed_seconds < 9  # others need the slot: no lingering (idle is 10 s)

@@ -32,6 +32,7 @@ def stack(db, database_url: str, dagster_database_url: str, tmp_path: Path) -> I
         "SANDBOX_OFFICE_ENABLED": "false",  # the test plays the office itself
         "PULL_UPDATES_CRON": "* * * * *",
         "SENSOR_INTERVAL_SECONDS": "2",
+        "RUN_IDLE_SECONDS": "120",  # the tests look a delivery run up while it lingers, however slow the machine
     }
     s = LocalStack(tmp_path / "stack", env)
     try:

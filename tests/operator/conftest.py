@@ -119,7 +119,7 @@ def with_settings(settings: Settings, **updates: Any) -> Settings:
 
 @pytest.fixture()
 def ops_settings(settings: Settings, dagster_web: DagsterHandle) -> Settings:
-    return with_settings(settings, dagster_webserver_url=dagster_web.url, health_check_timeout_seconds=5.0)
+    return with_settings(settings, dagster_webserver_url=dagster_web.url, health_check_timeout_seconds=30.0)
 
 
 @contextmanager

@@ -123,13 +123,13 @@ async def test_token_is_refreshed_shortly_before_it_expires(
 async def test_short_lived_sandbox_tokens_are_refreshed_on_the_real_clock(
     make_client: MakeClient, fresh_tenant: Callable[..., TenantCreds], sandbox_handle: SandboxHandle, cache: TokenCache
 ) -> None:
-    creds = fresh_tenant(token_lifetime_s=2)
+    creds = fresh_tenant(token_lifetime_s=6)  # refreshed once 3 s (half the lifetime) are left
     client = make_client(creds)
     await client.first_business_unit_page()
     await client.first_business_unit_page()
     assert cache.fetches == 1  # the margin is capped at half the lifetime, so the token is reused
 
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(3.1)
     await client.first_business_unit_page()
     assert cache.fetches == 2
     inspect = sandbox_handle.inspect(creds.tenant_id)

@@ -313,5 +313,5 @@ def test_many_concurrent_creates_get_distinct_ids(
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         created = list(pool.map(lambda i: client.create_booking(f"R-{i}")["id"], range(40)))
-    assert len(set(created)) == 40 and time.monotonic() - started < 10
+    assert len(set(created)) == 40 and time.monotonic() - started < 30
     assert sandbox_handle.inspect(creds.tenant_id)["records"]["bookings"] == 40
