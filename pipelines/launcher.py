@@ -19,7 +19,7 @@ Config (`dagster.yaml`):
       module: pipelines.launcher
       class: WarmForkRunLauncher
       config:
-        preload_modules: [pipelines.definitions]
+        preload_modules: [pipelines.worker_preload]   # the code location and what a run worker imports
         cancel_poll_seconds: 1.0
 """
 
@@ -166,7 +166,7 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
 
     def warm_up(self) -> None:
         """Start the forkserver and wait until it has imported `preload_modules` (a first, empty child returns
-        only then), so that no run pays for it. Logged to the daemon's log with the time it took."""
+        only then). Logged to the daemon's log with the time it took."""
         started = time.monotonic()
         child = self._context().Process(target=_noop, name="si-forkserver-warm-up")
         child.start()
@@ -181,7 +181,9 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
     def register_instance(self, instance: Any) -> None:
         super().register_instance(instance)
         # Only the daemon launches runs (the webserver, code server and run workers merely enqueue or
-        # terminate them): warm the forkserver there, at start-up, so that no run pays for it.
+        # terminate them): start the forkserver there as soon as the daemon builds its launcher. Dagster builds
+        # it lazily, at the first launch (or when run monitoring checks a run in progress after a restart), so
+        # the first launch still waits for the imports; every later one finds them done.
         if Path(sys.argv[0]).name == "dagster-daemon":
             threading.Thread(target=self.warm_up, name="si-forkserver-warm-up", daemon=True).start()
 

@@ -105,7 +105,7 @@ def test_runs_are_forked_warm_and_stopping_the_stack_cancels_them(stack: LocalSt
         90,
         "the routing to be synced by the sensor-launched run",
     )
-    dagster = DagsterClient(f"http://127.0.0.1:{stack.ports['web']}", timeout=10)
+    dagster = DagsterClient(stack.dagster_url, timeout=10)
     (run,) = [r for r in dagster.runs(("STARTED",)) if r.job_name == "deliver_routings"]
     assert run.tags[HOST_TAG] and run.tags[PID_TAG]
     worker = int(run.tags[PID_TAG])
@@ -123,39 +123,30 @@ def test_runs_are_forked_warm_and_stopping_the_stack_cancels_them(stack: LocalSt
     assert status == ("CANCELED",)
 
 
-def test_a_killed_run_worker_is_failed_by_run_monitoring_and_retried(
-    stack: LocalStack, dagster_database_url: str
-) -> None:
+def test_a_killed_run_worker_is_failed_by_run_monitoring_and_retried(stack: LocalStack) -> None:
     """SIGKILL a run worker (OOM, a kill -9): run monitoring asks the launcher, which finds the process gone, so
     the run is failed rather than left STARTED forever; the crash-only retry policy relaunches it, and delivery
     goes on — the next referral is synced, and nothing was delivered twice."""
+    from integration_core.dagster_client import DagsterClient
     from pipelines.launcher import PID_TAG
 
     api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
     first = _refer_water_heater_job(api, "e2e-crash-1")["routings"][0]["id"]
     wait_for(lambda: api.get(f"/api/routings/{first}").json()["status"] == "synced", 90, "the first delivery")
 
-    def run_row(run_id: str) -> tuple[str, dict[str, str]]:
-        with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
-            status = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
-            tags = conn.execute("SELECT key, value FROM run_tags WHERE run_id = %s", (run_id,)).fetchall()
-        return str(status[0]) if status else "", dict(tags)
+    dagster = DagsterClient(stack.dagster_url, timeout=10)
+    (run,) = [r for r in dagster.runs(("STARTED",)) if r.job_name == "deliver_routings"]
+    os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
 
-    with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
-        (run_id,) = conn.execute(
-            "SELECT run_id FROM runs WHERE pipeline_name = 'deliver_routings' AND status = 'STARTED'"
-        ).fetchone() or ("",)
-    worker = int(run_row(run_id)[1][PID_TAG])
-    os.kill(worker, signal.SIGKILL)
+    wait_for(
+        lambda: any(r.run_id == run.run_id for r in dagster.runs(("FAILURE",))),
+        90,
+        "run monitoring to fail the run whose worker died",
+    )
 
-    wait_for(lambda: run_row(run_id)[0] == "FAILURE", 90, "run monitoring to fail the run whose worker died")
-
-    def retry() -> str | None:
-        with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
-            row = conn.execute(
-                "SELECT run_id FROM run_tags WHERE key = 'dagster/parent_run_id' AND value = %s", (run_id,)
-            ).fetchone()
-        return str(row[0]) if row else None
+    def retry() -> bool:
+        every = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "SUCCESS", "FAILURE", "CANCELING", "CANCELED")
+        return any(r.tags.get("dagster/parent_run_id") == run.run_id for r in dagster.runs(every))
 
     wait_for(retry, 60, "the crash-only retry to relaunch the run")
     second = _refer_water_heater_job(api, "e2e-crash-2")["routings"][0]["id"]

@@ -90,5 +90,4 @@ def dry_run(routing_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -
     """What the next delivery run would do with this routing: the de-duplication decision (look up first or
     not, send or not) and the exact requests and bodies it would send. Sends nothing, changes nothing; the
     provider credentials are never included."""
-    result = core_dry_run(session, routing_id, settings)
-    return result
+    return core_dry_run(session, routing_id, settings)
