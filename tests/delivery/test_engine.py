@@ -8,7 +8,8 @@ import random
 import pytest
 from sqlalchemy import text
 
-from integration_core.delivery.engine import claim, deliver_batch, drain, reconcile
+from integration_core.delivery.claims import claim
+from integration_core.delivery.engine import deliver_batch, drain, reconcile
 from tests.delivery.conftest import add_receiver, add_routings, run, sandbox_marker_counts, statuses
 
 

@@ -1,0 +1,132 @@
+"""Claiming due routings of one receiving company with a lease (`FOR UPDATE SKIP LOCKED`).
+
+The claim is the hot path of every delivery run: it must not grow with the backlog (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from integration_core.providers.base import DeliveryRequest
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    lease_version: int
+    attempts: int
+    lookup_required: bool
+    request: DeliveryRequest
+    # local monotonic time by which this run must have finished with the routing (its lease, less a margin)
+    deadline: float = float("inf")
+
+    @property
+    def sensitive(self) -> list[str]:
+        return self.request.sensitive_values()
+
+
+_CLAIM = text(
+    """
+    WITH due AS (
+        SELECT id, status AS prev_status
+          FROM job_routings
+         WHERE receiving_company_id = :company
+           AND status = ANY(:statuses)
+           AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, sequence
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE job_routings r
+       SET status = 'claimed',
+           lease_owner = :owner,
+           lease_expires_at = now() + make_interval(secs => :lease),
+           lease_version = r.lease_version + 1,
+           lookup_required = r.lookup_required OR due.prev_status = 'needs_reconcile'
+      FROM due
+     WHERE r.id = due.id
+    RETURNING r.id, r.lease_version, r.attempts, r.lookup_required, r.job_id, r.created_at
+    """
+)
+
+_JOBS = text(
+    """
+    SELECT j.id, j.summary, j.street, j.unit, j.city, j.state, j.zip_code, j.country, j.homeowner_name,
+           j.homeowner_phone, j.homeowner_email, j.category, c.name AS referrer
+      FROM jobs j JOIN companies c ON c.id = j.created_by_company_id
+     WHERE j.id = ANY(:ids)
+    """
+)
+
+
+async def claim(
+    engine: AsyncEngine,
+    company_id: uuid.UUID,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    statuses: Iterable[str] = ("pending", "needs_reconcile"),
+) -> list[Claimed]:
+    """Lease up to `limit` due routings of one company, oldest first. Concurrent claimers never share a row."""
+    claimed_at = time.monotonic()
+    async with engine.begin() as conn:
+        rows = (
+            (
+                await conn.execute(
+                    _CLAIM,
+                    {
+                        "company": company_id,
+                        "statuses": list(statuses),
+                        "limit": limit,
+                        "owner": owner,
+                        "lease": lease_seconds,
+                    },
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return []
+        jobs = {
+            j["id"]: j for j in (await conn.execute(_JOBS, {"ids": list({r["job_id"] for r in rows})})).mappings().all()
+        }
+    claimed = []
+    for r in rows:
+        j = jobs[r["job_id"]]
+        claimed.append(
+            Claimed(
+                id=r["id"],
+                lease_version=r["lease_version"],
+                attempts=r["attempts"],
+                lookup_required=r["lookup_required"],
+                request=DeliveryRequest(
+                    routing_id=r["id"],
+                    summary=j["summary"],
+                    street=j["street"],
+                    unit=j["unit"],
+                    city=j["city"],
+                    state=j["state"],
+                    zip=j["zip_code"],
+                    country=j["country"],
+                    homeowner_name=j["homeowner_name"],
+                    homeowner_phone=j["homeowner_phone"],
+                    homeowner_email=j["homeowner_email"],
+                    category=j["category"],
+                    referring_company_name=j["referrer"],
+                    created_at=r["created_at"],
+                ),
+                deadline=claimed_at + lease_seconds * 0.9,
+            )
+        )
+    # oldest first, as claimed (RETURNING order is not guaranteed)
+    order = {r["id"]: i for i, r in enumerate(sorted(rows, key=lambda r: r["created_at"]))}
+    claimed.sort(key=lambda c: order[c.id])
+    return claimed
