@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     data_dir: Path = Field(PROJECT_ROOT / ".data", alias="DATA_DIR")
     embedded_db_name: str = Field("integration", alias="EMBEDDED_DB_NAME")
 
+    # The PostgreSQL connection budget (docs/connections.md): every process has a small, bounded pool, and the
+    # sum over all processes must stay under the server's max_connections (checked at start-up).
+    db_pool_size: int = Field(4, ge=1, le=100, alias="DB_POOL_SIZE")  # per engine of the API, `si`, code server
+    db_max_overflow: int = Field(4, ge=0, le=100, alias="DB_MAX_OVERFLOW")
+    run_db_pool_size: int = Field(4, ge=1, le=64, alias="RUN_DB_POOL_SIZE")  # per delivery run worker (no overflow)
+    db_pool_timeout_seconds: float = Field(30.0, gt=0, le=600, alias="DB_POOL_TIMEOUT_SECONDS")
+    db_connection_reserve: int = Field(10, ge=0, le=1000, alias="DB_CONNECTION_RESERVE")  # psql, backups, migrations
+    # transient database errors (connection refused, too many clients, admin shutdown, serialization failures)
+    # are retried with backoff inside a run for this long before the run gives up cleanly
+    db_retry_seconds: float = Field(30.0, ge=0, le=600, alias="DB_RETRY_SECONDS")
+    # behind PgBouncer in transaction pooling: no server-side prepared statements (psycopg prepare_threshold=None)
+    database_pgbouncer: bool = Field(False, alias="DATABASE_PGBOUNCER")
+
     api_token: SecretStr = Field(SecretStr(DEV_API_TOKEN), alias="API_TOKEN")
     secret_key: SecretStr = Field(SecretStr(DEV_SECRET_KEY), alias="SECRET_KEY")
 
@@ -71,6 +84,11 @@ class Settings(BaseSettings):
     # Dagster (pipelines/): when things run
     dagster_database_url: str | None = Field(None, alias="DAGSTER_DATABASE_URL")  # default: same server, db "dagster"
     dagster_webserver_port: int = Field(3000, alias="DAGSTER_WEBSERVER_PORT")
+    # `warmfork`: run workers forked from a warm process in the daemon (pipelines/launcher.py); `default`:
+    # Dagster's stock DefaultRunLauncher (a new Python process per run). Nothing else depends on the choice.
+    dagster_run_launcher: Literal["warmfork", "default"] = Field("warmfork", alias="DAGSTER_RUN_LAUNCHER")
+    # how many runs Dagster runs at once (dagster.yaml's concurrency.runs.max_concurrent_runs is written from it)
+    dagster_max_concurrent_runs: int = Field(16, ge=1, le=1000, alias="DAGSTER_MAX_CONCURRENT_RUNS")
     dagster_code_server_port: int = Field(4000, alias="DAGSTER_CODE_SERVER_PORT")
     sensor_interval_seconds: int = Field(5, ge=1, le=3600, alias="SENSOR_INTERVAL_SECONDS")
     sensor_max_companies: int = Field(500, ge=1, le=10_000, alias="SENSOR_MAX_COMPANIES")
