@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from integration_core import audit
 from integration_core.dagster_client import DagsterClient, DagsterUnavailable
+from integration_core.db import budget
 from integration_core.db.models import Company, ProviderConnection, RoutingStatus, Technician
 from integration_core.directory import connection_out
 from integration_core.schemas import (
@@ -84,6 +85,7 @@ def queue_stats(session: Session, settings: Settings, *, company_id: uuid.UUID |
         companies.values(), key=lambda c: (-(c.oldest_pending_age_seconds or -1.0), c.company_name, str(c.company_id))
     )
     return QueueStatsOut(
+        database_connections=budget.check(session.connection(), settings),
         by_status=totals,
         total=sum(totals.values()),
         oldest_pending_age_seconds=max(ages) if ages else None,

@@ -381,6 +381,20 @@ def _prepare() -> None:
     console.print(f"database: {redacted(database_url())}")
     command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
     seed_demo_cmd()
+    warn_connection_budget()
+
+
+def warn_connection_budget() -> None:
+    """Say, with the numbers, when the service's configured maximum of connections exceeds the server's."""
+    from integration_core.db import budget
+    from integration_core.db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        report = budget.check(conn, get_settings())
+    if report.warning:
+        err.print(f"[yellow]warning:[/yellow] {report.warning}")
+    else:
+        console.print(f"connection budget: up to {report.configured_max} of max_connections = {report.max_connections}")
 
 
 @app.command("run")

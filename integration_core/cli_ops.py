@@ -199,6 +199,14 @@ def status_cmd(
         _age(stats.oldest_pending_age_seconds),
     )
     console.print(table)
+    db = stats.database_connections
+    if db is not None:
+        console.print(
+            f"PostgreSQL connections: {db.current} open of max_connections = {db.max_connections} "
+            f"(the service may open up to {db.configured_max})"
+        )
+        if db.warning:
+            console.print(f"[yellow]warning: {db.warning}[/yellow]")
     if stats.dagster is not None:
         console.print(f"Dagster runs: {stats.dagster.queued} queued, {stats.dagster.in_progress} in progress")
     else:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from integration_core.dagster_client import DagsterClient, DagsterUnavailable
+from integration_core.db.engine import connect_args
 from integration_core.settings import HEALTH_COMPONENTS, Settings
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class _Outcome:
 
 
 CHECK_CONCURRENCY = 8
+HEALTH_POOL_SIZE = 2
 
 
 async def _check_one(engine: AsyncEngine, row: Any, settings: Settings) -> _Outcome:
@@ -221,7 +223,10 @@ def _run_checks(engine: Engine, settings: Settings, rows: list[Any]) -> dict[uui
     async_url = engine.url.render_as_string(hide_password=False)
 
     async def main() -> list[_Outcome]:
-        async_engine = create_async_engine(async_url, pool_size=2, max_overflow=CHECK_CONCURRENCY)
+        # two connections for all checks (each holds one only for a statement): part of the API's budget
+        async_engine = create_async_engine(
+            async_url, pool_size=HEALTH_POOL_SIZE, max_overflow=0, connect_args=connect_args(settings)
+        )
         gate = asyncio.Semaphore(CHECK_CONCURRENCY)
 
         async def one(row: Any) -> _Outcome:

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from integration_core.db.budget import ConnectionBudget
 from integration_core.db.models import SkillLevel
 
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -474,6 +475,8 @@ class QueueStatsOut(BaseModel):
     companies: list[CompanyQueueOut]
     dagster: DagsterQueueOut | None
     dagster_unavailable_reason: str | None = None
+    # PostgreSQL connections now against max_connections, and the service's configured maximum, line by line
+    database_connections: ConnectionBudget | None = None
 
 
 class CancelledRunOut(BaseModel):

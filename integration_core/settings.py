@@ -39,9 +39,9 @@ class Settings(BaseSettings):
 
     # The PostgreSQL connection budget (docs/connections.md): every process has a small, bounded pool, and the
     # sum over all processes must stay under the server's max_connections (checked at start-up).
-    db_pool_size: int = Field(4, ge=1, le=100, alias="DB_POOL_SIZE")  # per engine of the API, `si`, code server
-    db_max_overflow: int = Field(4, ge=0, le=100, alias="DB_MAX_OVERFLOW")
-    run_db_pool_size: int = Field(4, ge=1, le=64, alias="RUN_DB_POOL_SIZE")  # per delivery run worker (no overflow)
+    db_pool_size: int = Field(3, ge=1, le=100, alias="DB_POOL_SIZE")  # per engine of the API, `si`, code server
+    db_max_overflow: int = Field(3, ge=0, le=100, alias="DB_MAX_OVERFLOW")
+    run_db_pool_size: int = Field(2, ge=1, le=64, alias="RUN_DB_POOL_SIZE")  # per delivery run worker (no overflow)
     db_pool_timeout_seconds: float = Field(30.0, gt=0, le=600, alias="DB_POOL_TIMEOUT_SECONDS")
     db_connection_reserve: int = Field(10, ge=0, le=1000, alias="DB_CONNECTION_RESERVE")  # psql, backups, migrations
     # transient database errors (connection refused, too many clients, admin shutdown, serialization failures)
@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = Field(8, ge=1, le=100, alias="DELIVERY_MAX_ATTEMPTS")
     delivery_backoff_base_seconds: float = Field(2.0, gt=0, alias="DELIVERY_BACKOFF_BASE_SECONDS")
     delivery_backoff_cap_seconds: float = Field(600.0, gt=0, alias="DELIVERY_BACKOFF_CAP_SECONDS")
-    delivery_lease_seconds: float = Field(120.0, ge=5, alias="DELIVERY_LEASE_SECONDS")
+    # the shortest lease (renewed by the run's heartbeat; at least 1.5 request timeouts over 0.73, see engine.py)
+    delivery_lease_seconds: float = Field(60.0, ge=5, alias="DELIVERY_LEASE_SECONDS")
     delivery_concurrency: int = Field(32, ge=1, le=256, alias="DELIVERY_CONCURRENCY")
     delivery_batch_size: int = Field(200, ge=1, le=10_000, alias="DELIVERY_BATCH_SIZE")
     delivery_request_timeout_seconds: float = Field(20.0, gt=0, alias="DELIVERY_REQUEST_TIMEOUT_SECONDS")

@@ -102,13 +102,23 @@ def fsm_deliveries(context: dg.AssetExecutionContext, integration: IntegrationRe
             idle_seconds=settings.run_idle_seconds,
             poll_seconds=settings.run_poll_seconds,
             keep_waiting=slot_not_needed,
-        )
+        ),
+        lease_owner=run_id,  # however the run ends, what it still holds goes back (delivery/leases.py)
     )
     meta.update(summary_metadata(summary))
     context.log.info(
         f"delivered company {company_id}: {dict(summary.outcomes)}; 429s {summary.throttled}; "
         f"p50 {summary.percentile(0.5)} s"
     )
+    if summary.database_unavailable:
+        raise dg.Failure(
+            description=(
+                f"the database was unavailable for longer than DB_RETRY_SECONDS ({settings.db_retry_seconds:g} s); "
+                f"the run stopped and gave back the routings it held ({summary.stopped}). Nothing is lost: the "
+                "sensor starts a new run once the database answers."
+            ),
+            metadata=meta,
+        )
     if summary.terminal_failures:
         raise dg.Failure(
             description=(

@@ -15,7 +15,8 @@ from pipelines.resources import IntegrationResource
 
 @dg.op(description="Expired leases → needs_reconcile; look every needs_reconcile routing up by its marker.")
 def reconcile_op(context: dg.OpExecutionContext, integration: IntegrationResource) -> dg.Output[int]:
-    result = integration.run_async(lambda e, s: reconcile(e, s, context.run.run_id))
+    run_id = context.run.run_id
+    result = integration.run_async(lambda e, s: reconcile(e, s, run_id), lease_owner=run_id)
     outcomes = dict(result.outcomes)
     context.log.info(f"reconcile: {result.expired_leases} expired lease(s); lookups {outcomes}")
     return dg.Output(

@@ -10,8 +10,8 @@ milliseconds. What runs inside the worker is exactly what `dagster api execute_r
 Termination does not depend on where the worker lives: `terminate` marks the run CANCELING (as every launcher
 does) and the worker, which watches its own run's status, interrupts itself; on the same host the launcher also
 signals it so it stops at once. Either way the run ends CANCELED. Run monitoring asks `check_run_worker_health`:
-a worker that died without ending its run (SIGKILL, OOM) is reported FAILED, and the crash-only run retry
-policy re-launches it.
+a worker that died without ending its run (SIGKILL, OOM) is reported FAILED, the routings it leased are
+released at once (integration_core/delivery/leases.py), and the crash-only run retry policy re-launches it.
 
 Config (`dagster.yaml`):
 
@@ -25,6 +25,7 @@ Config (`dagster.yaml`):
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -45,10 +46,14 @@ from dagster._core.launcher.base import (
 )
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
+from integration_core.delivery.runs import release_held
 from integration_core.processes import pid_alive
+from integration_core.settings import get_settings
 
 if TYPE_CHECKING:
     from dagster._core.storage.dagster_run import DagsterRun
+
+log = logging.getLogger(__name__)
 
 PID_TAG = "si/run_worker_pid"
 HOST_TAG = "si/run_worker_host"
@@ -237,7 +242,15 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, f"run worker is on {run.tags.get(HOST_TAG)}")
         if pid_alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING)
-        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone")
+        # the worker is dead on this host: nothing more can leave it, so what it held goes back now, not when
+        # its leases expire (requests it had in flight are looked up a request timeout later)
+        try:
+            released = release_held(get_settings(), run.run_id, holder_stopped=True)
+        except Exception as exc:  # never let a release problem hide the dead worker; the leases will expire
+            log.error("releasing the routings of run %s failed: %s", run.run_id, type(exc).__name__)
+            released = None
+        note = f"; {released.total} routing(s) it held released" if released and released.total else ""
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone{note}")
 
     def join(self, timeout: float = 30) -> None:
         for proc in list(self._workers.values()):

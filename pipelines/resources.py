@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 import dagster as dg
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from integration_core.db.engine import resolve_database_url, session_scope
+from integration_core.db.engine import oneshot_engine, resolve_database_url, session_scope
+from integration_core.delivery import runs
 from integration_core.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -37,20 +37,15 @@ class IntegrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        from integration_core.db.engine import get_engine
-
-        with session_scope(get_engine(resolve_database_url(self.settings()))) as session:
+        # no pooled connection kept: run workers, the sensor and schedules use it now and then
+        with session_scope(oneshot_engine(resolve_database_url(self.settings()))) as session:
             yield session
 
-    def run_async(self, fn: Callable[..., Awaitable[T]]) -> T:
-        """Run an engine coroutine `fn(engine, settings)` on a fresh event loop with its own async engine."""
+    def run_async(self, fn: Callable[[AsyncEngine, Settings], Awaitable[T]], *, lease_owner: str | None = None) -> T:
+        """Run an engine coroutine `fn(engine, settings)` on a fresh event loop with a run-sized engine
+        (RUN_DB_POOL_SIZE). With `lease_owner` (the run id), whatever happens, the routings the run still holds
+        are released afterwards (integration_core.delivery.runs)."""
         settings = self.settings()
-
-        async def main() -> T:
-            engine = create_async_engine(resolve_database_url(settings), pool_size=40, max_overflow=20)
-            try:
-                return await fn(engine, settings)
-            finally:
-                await engine.dispose()
-
-        return asyncio.run(main())
+        if lease_owner is None:
+            return runs.run_async(settings, fn)
+        return runs.run_with_leases(settings, lease_owner, fn)

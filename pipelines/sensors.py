@@ -5,7 +5,9 @@ import logging
 import dagster as dg
 import httpx
 
+from integration_core.delivery.leases import expire_leases, lease_owners
 from integration_core.delivery.monitoring import due_companies
+from integration_core.delivery.runs import release_held
 from integration_core.settings import get_settings
 from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job
 from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
@@ -30,6 +32,24 @@ def companies_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
     return {key for r in records if (key := r.dagster_run.tags.get("dagster/partition"))}
 
 
+def release_ended_holders(instance: dg.DagsterInstance, integration: IntegrationResource) -> None:
+    """Leases end with their run, whichever launcher ran it: leases that ran out go to needs_reconcile, and
+    routings still leased by a run Dagster has finished (its worker died where nobody released for it) go back
+    — to pending at once, or (a request may have left) to needs_reconcile once the run's lease has run out."""
+    with integration.session() as session:
+        conn = session.connection()
+        expired = expire_leases(conn)
+        owners = lease_owners(conn)
+    if expired:
+        log.warning("%d expired lease(s) moved to needs_reconcile", len(expired))
+    if not owners:
+        return
+    runs = instance.get_runs(filters=dg.RunsFilter(run_ids=sorted(owners)))
+    for run in runs:
+        if run.is_finished:
+            release_held(integration.settings(), run.run_id, holder_stopped=False)
+
+
 def tick_interval(seconds: int) -> int:
     """The `minimum_interval_seconds` that makes the daemon tick every `seconds`.
 
@@ -50,9 +70,10 @@ def tick_interval(seconds: int) -> int:
 def pending_routings_sensor(
     context: dg.SensorEvaluationContext, integration: IntegrationResource
 ) -> dg.SensorResult | dg.SkipReason:
-    limit = integration.settings().sensor_max_companies
+    settings = integration.settings()
+    release_ended_holders(context.instance, integration)
     with integration.session() as session:
-        due = due_companies(session, limit=limit)
+        due = due_companies(session, limit=settings.sensor_max_companies)
     if not due:
         return dg.SkipReason("no due pending routings for any company with an enabled connection")
     tick = int(context.cursor or 0) + 1

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from integration_core.db import embedded
 from integration_core.settings import Settings, get_settings
@@ -58,14 +59,55 @@ def redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def connect_args(settings: Settings | None = None) -> dict[str, object]:
+    """psycopg options. Behind PgBouncer in transaction pooling a server connection changes between
+    transactions, so psycopg must not prepare statements on it (`prepare_threshold=None`)."""
+    settings = settings or get_settings()
+    return {"prepare_threshold": None} if settings.database_pgbouncer else {}
+
+
+def pool_options(settings: Settings | None = None) -> dict[str, object]:
+    """The bounded pool of one engine of the API, `si`, the code server and the daemon (docs/connections.md)."""
+    settings = settings or get_settings()
+    return {
+        "pool_pre_ping": True,
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
+        "connect_args": connect_args(settings),
+    }
+
+
+def run_engine(settings: Settings) -> AsyncEngine:
+    """The async engine of one delivery run: RUN_DB_POOL_SIZE connections, no overflow. Coroutines of the run
+    queue for a connection (every transaction of the engine is one short statement or two), so 32 requests in
+    flight need only a handful of connections."""
+    return create_async_engine(
+        resolve_database_url(settings),
+        pool_pre_ping=True,
+        pool_size=settings.run_db_pool_size,
+        max_overflow=0,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_args=connect_args(settings),
+    )
+
+
+@lru_cache(maxsize=8)
+def oneshot_engine(url: str) -> Engine:
+    """An engine that keeps no connection open between uses (NullPool): for processes that touch the database
+    now and then — a run worker before and after its batch, the sensor, the run launcher — so that they count
+    in the connection budget only while they use it."""
+    return create_engine(url, poolclass=NullPool, connect_args=connect_args())
+
+
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, **pool_options())
 
 
 @lru_cache(maxsize=8)
 def _async_engine_for(url: str) -> AsyncEngine:
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(url, **pool_options())
 
 
 @lru_cache(maxsize=1)

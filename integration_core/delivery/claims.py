@@ -5,14 +5,16 @@ The claim is the hot path of every delivery run: it must not grow with the backl
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from integration_core.domain import RoutingStatus
 from integration_core.providers.base import DeliveryRequest
 
 
@@ -31,13 +33,18 @@ class Claimed:
         return self.request.sensitive_values()
 
 
-_CLAIM = text(
-    """
+# The statuses are written into the statement as literals (one statement per set, built from RoutingStatus values
+# only), never bound as `status = ANY(:statuses)`: the planner can match a literal predicate to a partial index,
+# not a parameter. The default set is exactly the predicate of `ix_job_routings_due` (receiving_company_id,
+# next_attempt_at, sequence) WHERE status IN ('pending', 'needs_reconcile'), so the scan walks that index in claim
+# order and stops after `limit` lockable rows: no sort of the company's due rows, whatever the backlog. The
+# reconcile job's `needs_reconcile` alone is served by `ix_job_routings_claim` (company, status, next_attempt_at).
+_CLAIM_TEMPLATE = """
     WITH due AS (
         SELECT id, status AS prev_status
           FROM job_routings
          WHERE receiving_company_id = :company
-           AND status = ANY(:statuses)
+           AND {status_predicate}
            AND next_attempt_at <= now()
          ORDER BY next_attempt_at, sequence
          LIMIT :limit
@@ -53,7 +60,14 @@ _CLAIM = text(
      WHERE r.id = due.id
     RETURNING r.id, r.lease_version, r.attempts, r.lookup_required, r.job_id, r.created_at
     """
-)
+
+
+@functools.cache
+def _claim_statement(statuses: frozenset[RoutingStatus]) -> TextClause:
+    literals = [f"'{s.value}'" for s in RoutingStatus if s in statuses]  # enum values only: safe as literals
+    predicate = f"status = {literals[0]}" if len(literals) == 1 else f"status IN ({', '.join(literals)})"
+    return text(_CLAIM_TEMPLATE.format(status_predicate=predicate))
+
 
 _JOBS = text(
     """
@@ -75,15 +89,18 @@ async def claim(
     statuses: Iterable[str] = ("pending", "needs_reconcile"),
 ) -> list[Claimed]:
     """Lease up to `limit` due routings of one company, oldest first. Concurrent claimers never share a row."""
+    wanted = frozenset(RoutingStatus(s) for s in statuses)  # ValueError on a status that does not exist
+    if not wanted:
+        return []
+    statement = _claim_statement(wanted)
     claimed_at = time.monotonic()
     async with engine.begin() as conn:
         rows = (
             (
                 await conn.execute(
-                    _CLAIM,
+                    statement,
                     {
                         "company": company_id,
-                        "statuses": list(statuses),
                         "limit": limit,
                         "owner": owner,
                         "lease": lease_seconds,

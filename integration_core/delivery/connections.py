@@ -90,6 +90,7 @@ def open_connection(
         safety_margin=settings.rate_limit_safety_margin,
         recovery_per_second=settings.rate_limit_recovery_per_second,
         request_seconds=settings.delivery_request_timeout_seconds * 1.5,
+        db_retry_seconds=settings.db_retry_seconds,
     )
     provider = (factory or default_provider_factory)(config, limiter, settings)
     return LiveConnection(row, config, limiter, provider)

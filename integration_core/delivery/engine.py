@@ -26,16 +26,18 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from integration_core.db.retry import DatabaseUnavailable, retry_transient, transact
 from integration_core.delivery.claims import Claimed, claim
 from integration_core.delivery.connections import LiveConnection, ProviderFactory, enabled_connection, open_connection
+from integration_core.delivery.leases import EXPIRE_LEASES
 from integration_core.delivery.ratelimit import LeaseDeadline, request_deadline
 from integration_core.providers.base import (
     AuthFailed,
@@ -52,6 +54,13 @@ from integration_core.settings import Settings
 log = logging.getLogger(__name__)
 
 AUTH_PAUSE_SECONDS = 60.0
+
+T = TypeVar("T")
+
+# the heartbeat renews a run's leases every this fraction of the lease; a routing's local deadline is this
+# fraction of the lease after the renewal (claims.py sets the first one the same way)
+HEARTBEAT_FRACTION = 1 / 6
+DEADLINE_FRACTION = 0.9
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -77,7 +86,8 @@ class BatchSummary:
     limiter_wait_seconds: float = 0.0
     requests: int = 0
     failures: list[Failure] = field(default_factory=list)
-    stopped: str | None = None  # why the batch stopped early (auth failure, no connection)
+    stopped: str | None = None  # why the batch stopped early (auth failure, no connection, database gone)
+    database_unavailable: bool = False  # stopped because the database stayed away longer than DB_RETRY_SECONDS
     elapsed_seconds: float = 0.0
 
     def merge(self, other: BatchSummary) -> None:
@@ -89,6 +99,7 @@ class BatchSummary:
         self.requests += other.requests
         self.failures.extend(other.failures)
         self.stopped = other.stopped or self.stopped
+        self.database_unavailable = self.database_unavailable or other.database_unavailable
         self.elapsed_seconds += other.elapsed_seconds
 
     def percentile(self, q: float) -> float | None:
@@ -194,22 +205,25 @@ class _Batch:
 
     # -- database ------------------------------------------------------------------------------------------
 
+    async def _tx(self, work: Callable[[AsyncConnection], Awaitable[T]], what: str) -> T:
+        """One transaction, retried through transient database errors (DB_RETRY_SECONDS)."""
+        return await transact(self.engine, work, seconds=self.settings.db_retry_seconds, what=what)
+
     async def _record(self, c: Claimed, op: str, *, sends: bool) -> int | None:
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    _RECORD_ATTEMPT,
-                    {
-                        "id": c.id,
-                        "v": c.lease_version,
-                        "run": self.summary.run_id,
-                        "op": op,
-                        "burn": 1 if sends else 0,
-                        "sends": sends,
-                    },
-                )
-            ).first()
-        return None if row is None else int(row[0])
+        params = {
+            "id": c.id,
+            "v": c.lease_version,
+            "run": self.summary.run_id,
+            "op": op,
+            "burn": 1 if sends else 0,
+            "sends": sends,
+        }
+
+        async def work(conn: AsyncConnection) -> int | None:
+            row = (await conn.execute(_RECORD_ATTEMPT, params)).first()
+            return None if row is None else int(row[0])
+
+        return await self._tx(work, "recording an attempt")
 
     async def _finish(
         self,
@@ -228,8 +242,11 @@ class _Batch:
             "message": self._message(error, c) if error else None,
             "duration_ms": int((time.monotonic() - started) * 1000),
         }
-        async with self.engine.begin() as conn:
+
+        async def work(conn: AsyncConnection) -> None:
             await conn.execute(_FINISH_ATTEMPT, params)
+
+        await self._tx(work, "finishing an attempt")
 
     @staticmethod
     def _message(error: ProviderError, c: Claimed | None) -> str:
@@ -241,8 +258,11 @@ class _Batch:
 
     async def _write(self, stmt: Any, c: Claimed, **params: Any) -> float | None:
         """A fenced write-back; returns the routing's age in seconds, or None when the lease was lost."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(stmt, {"id": c.id, "v": c.lease_version, **params})).first()
+
+        async def work(conn: AsyncConnection) -> Any:
+            return (await conn.execute(stmt, {"id": c.id, "v": c.lease_version, **params})).first()
+
+        row = await self._tx(work, "writing back an outcome")
         if row is None:
             self.summary.outcomes["lease_lost"] += 1
             return None
@@ -362,11 +382,10 @@ class _Batch:
     # -- one routing ---------------------------------------------------------------------------------------
 
     def _lease_too_short(self, c: Claimed) -> bool:
-        """Never start provider calls that could outlive the lease: once it expires, reconcile may hand the
-        routing to another run, and two runs must never both send it."""
-        caps = self.live.provider.capabilities
-        needed = caps.requests_per_delivery * self.settings.delivery_request_timeout_seconds * 1.5 + 1.0
-        return time.monotonic() + needed > self.deadlines.get(c.id, c.deadline)
+        """Never start a delivery whose next request could outlive the lease: once it expires, reconcile may hand
+        the routing to another run, and two runs must never both send it (the rate limiter checks each further
+        request the same way)."""
+        return time.monotonic() + _slowest_request(self.settings) > self.deadlines.get(c.id, c.deadline)
 
     async def process(self, c: Claimed, *, lookup_only: bool = False) -> None:
         """Deliver one claimed routing (lookup first when required). `lookup_only` (reconcile): after a lookup
@@ -477,24 +496,21 @@ _CONNECTION_HEALTH = text(
 )
 
 
-async def _note_connection_health(engine: AsyncEngine, live: LiveConnection, summary: BatchSummary) -> None:
+async def _note_connection_health(
+    engine: AsyncEngine, settings: Settings, live: LiveConnection, summary: BatchSummary
+) -> None:
     ok = summary.outcomes["synced"] + summary.outcomes["adopted"] > 0
     auth_failed = summary.outcomes["auth_failed"] > 0
     failed = auth_failed or summary.outcomes["failed"] > 0
     error = summary.stopped or (summary.failures[-1].message if summary.failures else None)
     if not (ok or failed):
         return
-    async with engine.begin() as conn:
-        await conn.execute(
-            _CONNECTION_HEALTH,
-            {
-                "id": live.row.id,
-                "ok": ok and not auth_failed,
-                "failed": failed,
-                "auth_failed": auth_failed,
-                "error": error,
-            },
-        )
+    params = {"id": live.row.id, "ok": ok and not auth_failed, "failed": failed, "auth_failed": auth_failed}
+
+    async def work(conn: AsyncConnection) -> None:
+        await conn.execute(_CONNECTION_HEALTH, {**params, "error": error})
+
+    await transact(engine, work, seconds=settings.db_retry_seconds, what="noting connection health")
 
 
 _EXTEND_LEASES = text(
@@ -509,7 +525,7 @@ _EXTEND_LEASES = text(
 async def _heartbeat(engine: AsyncEngine, batch: _Batch, owner: str, lease: float) -> None:
     """While the run is alive its leases do not expire: reconcile takes over only from a dead or stuck run.
     If the heartbeat cannot reach the database, deadlines are not extended and sending stops in time."""
-    interval = max(0.5, lease / 4)
+    interval = max(0.5, lease * HEARTBEAT_FRACTION)
     while True:
         await asyncio.sleep(interval)
         ids = list(batch.unfinished)
@@ -523,7 +539,7 @@ async def _heartbeat(engine: AsyncEngine, batch: _Batch, owner: str, lease: floa
             log.warning("lease heartbeat failed: %s", type(exc).__name__)
             continue
         for row in extended:
-            batch.deadlines[row[0]] = started + lease * 0.9
+            batch.deadlines[row[0]] = started + lease * DEADLINE_FRACTION
 
 
 async def _run_claimed(
@@ -549,7 +565,11 @@ async def _run_claimed(
     heartbeat = asyncio.create_task(_heartbeat(engine, batch, summary.run_id, lease))
     waited, acquired = live.limiter.waited_seconds, live.limiter.acquired
     try:
-        await asyncio.gather(*(one(c) for c in claimed))
+        # a routing whose processing raises (the database gone for longer than DB_RETRY_SECONDS) stops the batch:
+        # the others are cancelled, and what they hold is released when the run ends (delivery/leases.py)
+        async with asyncio.TaskGroup() as group:
+            for c in claimed:
+                group.create_task(one(c))
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -559,11 +579,27 @@ async def _run_claimed(
 
 
 def lease_seconds(settings: Settings, live: LiveConnection, limit: int) -> float:
-    """Long enough for the whole batch at the tenant's rate, plus the slowest single delivery, twice over."""
-    per_delivery = live.provider.capabilities.requests_per_delivery
-    pacing = limit * per_delivery / live.limiter.rate
-    slowest = per_delivery * settings.delivery_request_timeout_seconds
-    return settings.delivery_lease_seconds + 2 * (pacing + slowest)
+    """Short, because the heartbeat renews the leases of a live run every `HEARTBEAT_FRACTION` of the lease: a
+    lease need not cover the batch (`limit` no longer matters), only the next request. A routing's deadline is
+    `DEADLINE_FRACTION` of the lease after the last renewal, and no request starts that its slowest case would
+    not finish by then (`_Batch._lease_too_short` before each delivery, the rate limiter before each request),
+    so the lease covers that case over (DEADLINE_FRACTION - HEARTBEAT_FRACTION) — and DELIVERY_LEASE_SECONDS."""
+    del live, limit
+    margin = DEADLINE_FRACTION - HEARTBEAT_FRACTION
+    return max(settings.delivery_lease_seconds, _slowest_request(settings) / margin + 1.0)
+
+
+def _slowest_request(settings: Settings) -> float:
+    """How long one provider request may take once it leaves, with a margin."""
+    return settings.delivery_request_timeout_seconds * 1.5 + 1.0
+
+
+async def _enabled_connection(engine: AsyncEngine, settings: Settings, company_id: uuid.UUID) -> Any:
+    async def once() -> Any:
+        async with AsyncSession(engine) as session:
+            return await enabled_connection(session, company_id)
+
+    return await retry_transient(once, seconds=settings.db_retry_seconds, what="reading the connection")
 
 
 async def deliver_batch(
@@ -582,8 +618,7 @@ async def deliver_batch(
     summary = BatchSummary(company_id=company_id, run_id=run_id)
     owned = live is None
     if live is None:
-        async with AsyncSession(engine) as session:
-            row = await enabled_connection(session, company_id)
+        row = await _enabled_connection(engine, settings, company_id)
         if row is None:
             summary.stopped = "no enabled provider connection"
             return summary
@@ -591,11 +626,15 @@ async def deliver_batch(
     try:
         limit = limit or settings.delivery_batch_size
         lease = lease_seconds(settings, live, limit)
-        claimed = await claim(engine, company_id, owner=run_id, limit=limit, lease_seconds=lease)
+        claimed = await retry_transient(
+            lambda: claim(engine, company_id, owner=run_id, limit=limit, lease_seconds=lease),
+            seconds=settings.db_retry_seconds,
+            what="claiming routings",
+        )
         summary.claimed = len(claimed)
         if claimed:
             await _run_claimed(engine, settings, live, claimed, summary, rng or random.Random(), lease=lease)
-            await _note_connection_health(engine, live, summary)
+            await _note_connection_health(engine, settings, live, summary)
     finally:
         if owned:
             await live.aclose()
@@ -628,8 +667,11 @@ async def drain(
     total = BatchSummary(company_id=company_id, run_id=run_id)
     started = time.monotonic()
     deadline = started + time_budget_seconds
-    async with AsyncSession(engine) as session:
-        row = await enabled_connection(session, company_id)
+    try:
+        row = await _enabled_connection(engine, settings, company_id)
+    except DatabaseUnavailable as exc:
+        total.stopped, total.database_unavailable = str(exc), True
+        return total
     if row is None:
         total.stopped = "no enabled provider connection"
         return total
@@ -655,7 +697,14 @@ async def drain(
                         await asyncio.wait_for(done.wait(), timeout=poll_seconds)
 
     try:
-        await asyncio.gather(*(lane() for _ in range(max(1, lanes))))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, lanes)):
+                group.create_task(lane())
+    except* DatabaseUnavailable as group_error:
+        # the database stayed away longer than DB_RETRY_SECONDS: stop here; what the run still holds is released
+        # when it ends (delivery/leases.py), or its leases expire if the database is still gone then
+        total.stopped, total.database_unavailable = str(group_error.exceptions[0]), True
+        log.error("delivery run %s stopped: %s", run_id, total.stopped)
     finally:
         await live.aclose()
     total.elapsed_seconds = time.monotonic() - started  # wall time (the lanes overlap)
@@ -674,23 +723,6 @@ class ReconcileSummary:
         return self.looked_up.outcomes if self.looked_up else Counter()
 
 
-_EXPIRE_LEASES = text(
-    """
-    UPDATE job_routings
-       SET status = 'needs_reconcile', lookup_required = true, lease_owner = NULL, lease_expires_at = NULL,
-           lease_version = lease_version + 1, next_attempt_at = clock_timestamp(),
-           last_error_code = 'lease_expired',
-           last_error_message = 'the run holding this routing stopped before writing back its outcome'
-     WHERE status = 'claimed' AND lease_expires_at < clock_timestamp()
-    RETURNING id
-    """
-)
-_ABANDON_ATTEMPTS = text(
-    """
-    UPDATE sync_attempts SET outcome = 'abandoned', finished_at = clock_timestamp()
-     WHERE routing_id = ANY(:ids) AND outcome = 'in_flight'
-    """
-)
 _RECONCILE_COMPANIES = text(
     """
     SELECT receiving_company_id FROM job_routings
@@ -713,18 +745,18 @@ async def reconcile(
     by its marker: found → `synced` (its id adopted), absent → `pending`. Idempotent, and safe while batches run
     (it claims what it looks up, like a batch)."""
     result = ReconcileSummary(looked_up=BatchSummary(company_id=uuid.UUID(int=0), run_id=run_id))
-    async with engine.begin() as conn:
-        expired = [r[0] for r in (await conn.execute(_EXPIRE_LEASES)).all()]
-        if expired:
-            await conn.execute(_ABANDON_ATTEMPTS, {"ids": expired})
+
+    async def expire(conn: AsyncConnection) -> list[Any]:
+        return list((await conn.execute(EXPIRE_LEASES)).all())
+
+    expired = await transact(engine, expire, seconds=settings.db_retry_seconds, what="expiring leases")
     result.expired_leases = len(expired)
     if expired:
         log.warning("reconcile: %d expired lease(s) moved to needs_reconcile", len(expired))
     async with engine.connect() as conn:
         companies = [r[0] for r in (await conn.execute(_RECONCILE_COMPANIES)).all()]
     for company_id in companies:
-        async with AsyncSession(engine) as session:
-            row = await enabled_connection(session, company_id)
+        row = await _enabled_connection(engine, settings, company_id)
         if row is None:
             result.without_connection += 1
             continue

@@ -12,35 +12,71 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+# `due` is counted up to this many routings per company: enough to tell a trickle from a backlog (one claim batch
+# is DELIVERY_BATCH_SIZE = 200 by default), and it bounds the sensor's cost at `limit` x this many index entries
+# whatever the backlog (counting 50,000 due routings of one company is what grew with it).
+DUE_COUNT_CAP = 1000
+
 
 @dataclass(frozen=True)
 class DueCompany:
     company_id: uuid.UUID
     name: str
     tenant_id: str
-    due: int
+    due: int  # due routings, exact below DUE_COUNT_CAP; DUE_COUNT_CAP means "at least that many"
     max_sequence: int
     oldest_due_at: datetime
 
 
+# Per company, not per row: the companies with an enabled connection (a few thousand at most) each probe the
+# partial index `ix_job_routings_due` (receiving_company_id, next_attempt_at, sequence) WHERE status IN
+# ('pending', 'needs_reconcile') for their oldest due routing; the `limit` longest-waiting then count their due
+# routings up to the cap on the same index, and take max(sequence) from `ix_job_routings_due_sequence` (a backward
+# probe). Nothing reads, groups or sorts the due rows themselves: the cost follows the number of companies.
 _DUE = text(
     """
-    SELECT r.receiving_company_id AS company_id, c.name, pc.tenant_id, count(*) AS due,
-           max(r.sequence) AS max_sequence, min(r.next_attempt_at) AS oldest_due_at
-      FROM job_routings r
-      JOIN companies c ON c.id = r.receiving_company_id
-      JOIN provider_connections pc ON pc.company_id = r.receiving_company_id AND pc.enabled
-     WHERE r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
-     GROUP BY r.receiving_company_id, c.name, pc.tenant_id
-     ORDER BY min(r.next_attempt_at)
-     LIMIT :limit
+    WITH top AS (
+        SELECT c.id AS company_id, c.name, pc.tenant_id, o.oldest_due_at
+          FROM provider_connections pc
+          JOIN companies c ON c.id = pc.company_id
+         CROSS JOIN LATERAL (
+                SELECT r.next_attempt_at AS oldest_due_at
+                  FROM job_routings r
+                 WHERE r.receiving_company_id = pc.company_id
+                   AND r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
+                 ORDER BY r.next_attempt_at
+                 LIMIT 1
+               ) o
+         WHERE pc.enabled
+         ORDER BY o.oldest_due_at
+         LIMIT :limit
+    )
+    SELECT top.company_id, top.name, top.tenant_id, n.due, m.max_sequence, top.oldest_due_at
+      FROM top
+     CROSS JOIN LATERAL (
+            SELECT count(*) AS due
+              FROM (SELECT 1
+                      FROM job_routings r
+                     WHERE r.receiving_company_id = top.company_id
+                       AND r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
+                     LIMIT :cap) capped
+           ) n
+     CROSS JOIN LATERAL (
+            SELECT max(r.sequence) AS max_sequence
+              FROM job_routings r
+             WHERE r.receiving_company_id = top.company_id
+               AND r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
+           ) m
+     ORDER BY top.oldest_due_at
     """
 )
 
 
-def due_companies(session: Session, *, limit: int) -> list[DueCompany]:
-    """Companies with due work (pending, or awaiting a lookup) and an enabled connection, longest-waiting first."""
-    return [DueCompany(**row) for row in session.execute(_DUE, {"limit": limit}).mappings()]
+def due_companies(session: Session, *, limit: int, count_cap: int = DUE_COUNT_CAP) -> list[DueCompany]:
+    """Companies with due work (pending, or awaiting a lookup) and an enabled connection, longest-waiting first.
+
+    Each company's `due` is counted up to `count_cap` (see DUE_COUNT_CAP); the rest is exact."""
+    return [DueCompany(**row) for row in session.execute(_DUE, {"limit": limit, "cap": count_cap}).mappings()]
 
 
 _OPEN = text(

@@ -19,8 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from integration_core.db.retry import transact
 from integration_core.providers.base import Retryable
 
 # Set by the engine around each routing: the monotonic time by which its requests must be done (its lease).
@@ -103,6 +104,7 @@ class PostgresRateLimiter:
         safety_margin: float,
         recovery_per_second: float,
         request_seconds: float = 30.0,
+        db_retry_seconds: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
@@ -112,6 +114,7 @@ class PostgresRateLimiter:
         self.burst = effective_burst(budget_per_second, self.rate, burst)
         self.recovery = recovery_per_second
         self.request_seconds = request_seconds  # how long one request may take once sent
+        self.db_retry_seconds = db_retry_seconds  # transient database errors are retried this long
         self._sleep = sleep
         self._ensured = False
         self._lock = asyncio.Lock()
@@ -126,8 +129,11 @@ class PostgresRateLimiter:
     async def ensure(self) -> None:
         if self._ensured:
             return
-        async with self.engine.begin() as conn:
+
+        async def work(conn: AsyncConnection) -> None:
             await conn.execute(_ENSURE, {**self._key, "rate": self.rate, "burst": self.burst})
+
+        await transact(self.engine, work, seconds=self.db_retry_seconds, what="rate limit row")
         self._ensured = True
 
     async def acquire(self) -> None:
@@ -141,9 +147,14 @@ class PostgresRateLimiter:
         self.waited_seconds += time.monotonic() - started
 
     async def _acquire_slot(self) -> None:
+        async def reserve(conn: AsyncConnection) -> float:
+            return float((await conn.execute(_ACQUIRE, {**self._key, "recovery": self.recovery})).scalar_one())
+
+        async def backoff_left(conn: AsyncConnection) -> float:
+            return float((await conn.execute(_BACKOFF_LEFT, self._key)).scalar_one() or 0)
+
         while True:
-            async with self.engine.begin() as conn:
-                wait = float((await conn.execute(_ACQUIRE, {**self._key, "recovery": self.recovery})).scalar_one())
+            wait = await transact(self.engine, reserve, seconds=self.db_retry_seconds, what="a request slot")
             deadline = request_deadline.get()
             if deadline is not None and time.monotonic() + max(0.0, wait) + self.request_seconds > deadline():
                 raise LeaseDeadline("waiting for a request slot would outlive the routing's lease")
@@ -151,8 +162,7 @@ class PostgresRateLimiter:
                 break
             await self._sleep(wait)
             # a 429 seen by anyone while we slept moves everyone's schedule: check before sending
-            async with self.engine.connect() as conn:
-                left = float((await conn.execute(_BACKOFF_LEFT, self._key)).scalar_one() or 0)
+            left = await transact(self.engine, backoff_left, seconds=self.db_retry_seconds, what="the backoff")
             if left <= 0:
                 break
 
@@ -160,7 +170,9 @@ class PostgresRateLimiter:
         """Record a 429: every process waits `retry_after` seconds, and the rate is lowered for a while."""
         await self.ensure()
         self.throttled_count += 1
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                _THROTTLED, {**self._key, "recovery": self.recovery, "retry_after": max(0.0, retry_after)}
-            )
+        params = {**self._key, "recovery": self.recovery, "retry_after": max(0.0, retry_after)}
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(_THROTTLED, params)
+
+        await transact(self.engine, work, seconds=self.db_retry_seconds, what="recording a 429")

@@ -35,7 +35,7 @@ def _run(tags: dict[str, str]) -> DagsterRun:
     return DagsterRun(job_name="deliver_routings", run_id="0" * 8 + "-0000-0000-0000-000000000000", tags=tags)
 
 
-def test_run_worker_health_as_run_monitoring_sees_it() -> None:
+def test_run_worker_health_as_run_monitoring_sees_it(db) -> None:
     launcher = WarmForkRunLauncher()
     assert launcher.check_run_worker_health(_run({})).status == WorkerStatus.UNKNOWN
     alive = {PID_TAG: str(os.getpid()), HOST_TAG: _host()}
