@@ -87,6 +87,9 @@ def test_queue_stats_counts_routings_per_company_and_dagster_runs(
     assert 85 <= body["oldest_pending_age_seconds"] < 600
     assert body["companies"][0]["company_name"] == "Alpha Plumbing"  # longest-waiting first
     assert body["dagster"] == {"queued": 1, "in_progress": 1} and body["dagster_unavailable_reason"] is None
+    connections = body["database_connections"]  # PostgreSQL connections now against max_connections
+    assert 1 <= connections["current"] <= connections["max_connections"]
+    assert connections["configured_max"] == sum(x["connections"] for x in connections["lines"])
 
     only = ops.get("/api/admin/queue-stats", params={"company_id": str(b)}).json()
     assert [c["company_name"] for c in only["companies"]] == ["Beta Electric"]

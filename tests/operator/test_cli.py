@@ -120,6 +120,14 @@ def test_status(db: Engine, world: World, si: Si, dagster_web: DagsterHandle) ->
     assert si("status", "--company", "nope").exit_code == 2
 
 
+def test_status_shows_connections_and_warns_over_budget(db: Engine, si: Si) -> None:
+    r = si("status")
+    assert "PostgreSQL connections:" in r.output and "of max_connections =" in r.output
+    assert "warning" not in r.output
+    r = si("status", DAGSTER_MAX_CONCURRENT_RUNS="1000", RUN_DB_POOL_SIZE="8")
+    assert r.exit_code == 0 and "connection budget: the service may open up to" in " ".join(r.output.split())
+
+
 def test_database_unavailable_is_exit_3(db: Engine, si: Si) -> None:
     r = si("status", DATABASE_URL="postgresql://nobody@127.0.0.1:9/none")
     assert r.exit_code == 3 and "database unavailable" in r.output
