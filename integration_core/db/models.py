@@ -272,14 +272,24 @@ class JobRouting(Base):
             name="claimed_has_lease",
         ),
         CheckConstraint("revenue IS NULL OR revenue >= 0", name="revenue_non_negative"),
-        # claim the due routings of one company, oldest first
+        # one company's routings in one status: the reconcile claim (needs_reconcile), status pulls, retries, listings
         Index("ix_job_routings_claim", "receiving_company_id", "status", "next_attempt_at"),
-        # the sensor: due pending routings grouped by company
+        # the hot path (migration 0002): claim the due routings of one company in claim order, stopping after the
+        # batch; the sensor's per-company probe for the oldest due routing and its capped count. The predicate is
+        # the claim's literal status set, so the planner can match it.
         Index(
-            "ix_job_routings_due_pending",
-            "next_attempt_at",
+            "ix_job_routings_due",
             "receiving_company_id",
-            postgresql_where=text("status = 'pending'"),
+            "next_attempt_at",
+            "sequence",
+            postgresql_where=text("status IN ('pending', 'needs_reconcile')"),
+        ),
+        # the sensor: a company's newest due routing (max_sequence) by one backward probe
+        Index(
+            "ix_job_routings_due_sequence",
+            "receiving_company_id",
+            "sequence",
+            postgresql_where=text("status IN ('pending', 'needs_reconcile')"),
         ),
         # the status pull: synced routings whose external status is not final yet
         Index(

@@ -49,16 +49,24 @@ _CLAIM_TEMPLATE = """
          ORDER BY next_attempt_at, sequence
          LIMIT :limit
            FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE job_routings r
+           SET status = 'claimed',
+               lease_owner = :owner,
+               lease_expires_at = now() + make_interval(secs => :lease),
+               lease_version = r.lease_version + 1,
+               lookup_required = r.lookup_required OR due.prev_status = 'needs_reconcile'
+          FROM due
+         WHERE r.id = due.id
+        RETURNING r.id, r.lease_version, r.attempts, r.lookup_required, r.job_id, r.created_at
     )
-    UPDATE job_routings r
-       SET status = 'claimed',
-           lease_owner = :owner,
-           lease_expires_at = now() + make_interval(secs => :lease),
-           lease_version = r.lease_version + 1,
-           lookup_required = r.lookup_required OR due.prev_status = 'needs_reconcile'
-      FROM due
-     WHERE r.id = due.id
-    RETURNING r.id, r.lease_version, r.attempts, r.lookup_required, r.job_id, r.created_at
+    -- the jobs' delivery fields in the same round trip
+    SELECT claimed.id, claimed.lease_version, claimed.attempts, claimed.lookup_required, claimed.created_at,
+           j.summary, j.street, j.unit, j.city, j.state, j.zip_code, j.country, j.homeowner_name,
+           j.homeowner_phone, j.homeowner_email, j.category, c.name AS referrer
+      FROM claimed
+      JOIN jobs j ON j.id = claimed.job_id
+      JOIN companies c ON c.id = j.created_by_company_id
     """
 
 
@@ -67,16 +75,6 @@ def _claim_statement(statuses: frozenset[RoutingStatus]) -> TextClause:
     literals = [f"'{s.value}'" for s in RoutingStatus if s in statuses]  # enum values only: safe as literals
     predicate = f"status = {literals[0]}" if len(literals) == 1 else f"status IN ({', '.join(literals)})"
     return text(_CLAIM_TEMPLATE.format(status_predicate=predicate))
-
-
-_JOBS = text(
-    """
-    SELECT j.id, j.summary, j.street, j.unit, j.city, j.state, j.zip_code, j.country, j.homeowner_name,
-           j.homeowner_phone, j.homeowner_email, j.category, c.name AS referrer
-      FROM jobs j JOIN companies c ON c.id = j.created_by_company_id
-     WHERE j.id = ANY(:ids)
-    """
-)
 
 
 async def claim(
@@ -110,14 +108,8 @@ async def claim(
             .mappings()
             .all()
         )
-        if not rows:
-            return []
-        jobs = {
-            j["id"]: j for j in (await conn.execute(_JOBS, {"ids": list({r["job_id"] for r in rows})})).mappings().all()
-        }
     claimed = []
     for r in rows:
-        j = jobs[r["job_id"]]
         claimed.append(
             Claimed(
                 id=r["id"],
@@ -126,18 +118,18 @@ async def claim(
                 lookup_required=r["lookup_required"],
                 request=DeliveryRequest(
                     routing_id=r["id"],
-                    summary=j["summary"],
-                    street=j["street"],
-                    unit=j["unit"],
-                    city=j["city"],
-                    state=j["state"],
-                    zip=j["zip_code"],
-                    country=j["country"],
-                    homeowner_name=j["homeowner_name"],
-                    homeowner_phone=j["homeowner_phone"],
-                    homeowner_email=j["homeowner_email"],
-                    category=j["category"],
-                    referring_company_name=j["referrer"],
+                    summary=r["summary"],
+                    street=r["street"],
+                    unit=r["unit"],
+                    city=r["city"],
+                    state=r["state"],
+                    zip=r["zip_code"],
+                    country=r["country"],
+                    homeowner_name=r["homeowner_name"],
+                    homeowner_phone=r["homeowner_phone"],
+                    homeowner_email=r["homeowner_email"],
+                    category=r["category"],
+                    referring_company_name=r["referrer"],
                     created_at=r["created_at"],
                 ),
                 deadline=claimed_at + lease_seconds * 0.9,
