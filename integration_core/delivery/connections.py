@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import httpx
@@ -92,5 +93,23 @@ def open_connection(
         request_seconds=settings.delivery_request_timeout_seconds * 1.5,
         db_retry_seconds=settings.db_retry_seconds,
     )
-    provider = (factory or default_provider_factory)(config, limiter, settings)
+    provider = (factory or default_provider_factory)(config, _Gate(limiter), settings)
     return LiveConnection(row, config, limiter, provider)
+
+
+# Set by the engine around a delivery: awaited once a request has its rate-limiter slot, right before it leaves
+# (the engine records the delivery attempt there, so "in flight" means "a request may have left").
+before_request: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_request", default=None)
+
+
+class _Gate:
+    """The provider's `RequestGate`: the tenant's shared rate budget, then the engine's last word."""
+
+    def __init__(self, limiter: PostgresRateLimiter) -> None:
+        self.limiter = limiter
+
+    async def acquire(self) -> None:
+        await self.limiter.acquire()
+        hook = before_request.get()
+        if hook is not None:
+            await hook()

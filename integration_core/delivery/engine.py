@@ -36,7 +36,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from integration_core.db.retry import DatabaseUnavailable, retry_transient, transact
 from integration_core.delivery.claims import Claimed, claim
-from integration_core.delivery.connections import LiveConnection, ProviderFactory, enabled_connection, open_connection
+from integration_core.delivery.connections import (
+    LiveConnection,
+    ProviderFactory,
+    before_request,
+    enabled_connection,
+    open_connection,
+)
 from integration_core.delivery.leases import EXPIRE_LEASES
 from integration_core.delivery.ratelimit import LeaseDeadline, request_deadline
 from integration_core.providers.base import (
@@ -209,13 +215,15 @@ class _Batch:
         """One transaction, retried through transient database errors (DB_RETRY_SECONDS)."""
         return await transact(self.engine, work, seconds=self.settings.db_retry_seconds, what=what)
 
-    async def _record(self, c: Claimed, op: str, *, sends: bool) -> int | None:
+    async def _record(self, c: Claimed, op: str, *, sends: bool, burn: bool | None = None) -> int | None:
+        """Record an attempt (fenced). `sends`: a request may leave, so a lookup is demanded from now on; `burn`:
+        the attempt counts against DELIVERY_MAX_ATTEMPTS (by default when it sends)."""
         params = {
             "id": c.id,
             "v": c.lease_version,
             "run": self.summary.run_id,
             "op": op,
-            "burn": 1 if sends else 0,
+            "burn": 1 if (sends if burn is None else burn) else 0,
             "sends": sends,
         }
 
@@ -416,6 +424,8 @@ class _Batch:
                 await self._finish(attempt_id, _attempt_outcome(error), started, error, c)
                 await self._handle_error(c, attempts, error, sent=False)
                 return
+            except DatabaseUnavailable:
+                raise  # the run stops; what it holds is released when it ends
             except Exception as exc:  # a bug must not strand the routing
                 unexpected = _unexpected(exc, c)
                 await self._finish(attempt_id, "unknown", started, unexpected, c)
@@ -438,25 +448,60 @@ class _Batch:
             await self.release(c)
             return
 
-        attempt_id = await self._record(c, "deliver", sends=True)
+        # The attempt is recorded (and a lookup demanded) when the delivery's first request has its rate-limiter
+        # slot, right before it leaves — not while the routing queues for a slot — so an `in_flight` attempt means
+        # "a request may have left", and a run that ends knows exactly which routings need a lookup.
+        recorded: list[int] = []
+
+        async def record_before_first_request() -> None:
+            if recorded:
+                return
+            attempt_id = await self._record(c, "deliver", sends=True)
+            if attempt_id is None:
+                raise _LeaseLost
+            recorded.append(attempt_id)
+
+        started = time.monotonic()
+        token = before_request.set(record_before_first_request)
+        try:
+            result = await provider.deliver(c.request)
+        except _LeaseLost:
+            self.summary.outcomes["lease_lost"] += 1
+            return
+        except ProviderError as error:
+            if recorded:
+                await self._finish(recorded[0], _attempt_outcome(error), started, error, c)
+                await self._handle_error(c, attempts + 1, error, sent=True)
+            elif isinstance(error, LeaseDeadline | RateLimited | AuthFailed):
+                await self._handle_error(c, attempts, error, sent=False)  # nothing left, nothing counted
+            else:  # failed before any request (the token endpoint): counted, nothing to look up
+                await self._failed_before_sending(c, attempts, started, error)
+            return
+        except DatabaseUnavailable:
+            raise  # the run stops; what it holds is released when it ends
+        except Exception as exc:
+            unexpected = _unexpected(exc, c)
+            attempt_id = recorded[0] if recorded else await self._record(c, "deliver", sends=False, burn=True)
+            if attempt_id is not None:
+                await self._finish(attempt_id, "unknown", started, unexpected, c)
+            await self._reconcile_later(c, unexpected)
+            return
+        finally:
+            before_request.reset(token)
+        await self._finish(recorded[0], "synced", started)
+        await self._synced(c, result, "synced")
+
+    async def _failed_before_sending(self, c: Claimed, attempts: int, started: float, error: ProviderError) -> None:
+        attempt_id = await self._record(c, "deliver", sends=False, burn=True)
         if attempt_id is None:
             self.summary.outcomes["lease_lost"] += 1
             return
-        attempts += 1
-        started = time.monotonic()
-        try:
-            result = await provider.deliver(c.request)
-        except ProviderError as error:
-            await self._finish(attempt_id, _attempt_outcome(error), started, error, c)
-            await self._handle_error(c, attempts, error, sent=True)
-            return
-        except Exception as exc:
-            unexpected = _unexpected(exc, c)
-            await self._finish(attempt_id, "unknown", started, unexpected, c)
-            await self._reconcile_later(c, unexpected)
-            return
-        await self._finish(attempt_id, "synced", started)
-        await self._synced(c, result, "synced")
+        await self._finish(attempt_id, _attempt_outcome(error), started, error, c)
+        await self._handle_error(c, attempts + 1, error, sent=False)
+
+
+class _LeaseLost(Exception):
+    """Raised from the request gate when the routing's lease moved on before its first request could leave."""
 
 
 def _attempt_outcome(error: ProviderError) -> str:
