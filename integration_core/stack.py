@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,8 +17,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 from integration_core.processes import group_alive, pid_alive
 from integration_core.settings import PROJECT_ROOT, Settings
@@ -101,11 +102,41 @@ def services(settings: Settings) -> list[Service]:
     ]
 
 
-def dagster_home(settings: Settings) -> Path:
-    """`.data/dagster_home` holding the repository's dagster.yaml (refreshed on every start)."""
-    home = settings.data_dir / "dagster_home"
+# Dagster's stock launcher (DAGSTER_RUN_LAUNCHER=default): the code server spawns each run worker as a new
+# `dagster api execute_run` process. It takes no config.
+DEFAULT_RUN_LAUNCHER: dict[str, str] = {
+    "module": "dagster._core.launcher.default_run_launcher",
+    "class": "DefaultRunLauncher",
+}
+
+
+def dagster_instance_config(settings: Settings, source: Path = PROJECT_ROOT / "dagster.yaml") -> dict[str, Any]:
+    """The repository's dagster.yaml with the choices the settings make: the run launcher
+    (`DAGSTER_RUN_LAUNCHER`) and the global run cap (`DAGSTER_MAX_CONCURRENT_RUNS`)."""
+    config: dict[str, Any] = yaml.safe_load(source.read_text())
+    if settings.dagster_run_launcher == "default":
+        config["run_launcher"] = dict(DEFAULT_RUN_LAUNCHER)
+    config["concurrency"]["runs"]["max_concurrent_runs"] = settings.dagster_max_concurrent_runs
+    return config
+
+
+def write_dagster_yaml(settings: Settings, home: Path) -> Path:
+    """Write `<home>/dagster.yaml`, the instance file every Dagster process reads, from the settings."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    path = home / "dagster.yaml"
+    header = (
+        "# Written by integration_core.stack from the repository's dagster.yaml (edit that one) with\n"
+        f"# DAGSTER_RUN_LAUNCHER={settings.dagster_run_launcher}, "
+        f"DAGSTER_MAX_CONCURRENT_RUNS={settings.dagster_max_concurrent_runs}.\n"
+    )
+    _write_atomically(path, header + yaml.safe_dump(dagster_instance_config(settings), sort_keys=False))
+    return path
+
+
+def dagster_home(settings: Settings) -> Path:
+    """`.data/dagster_home` holding the instance file (rewritten from dagster.yaml and the settings on every start)."""
+    home = settings.data_dir / "dagster_home"
+    write_dagster_yaml(settings, home)
     return home
 
 
@@ -416,3 +447,18 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def container_entrypoint(argv: list[str]) -> None:
+    """Entrypoint of the Dagster services in the image (docker-compose.yml): `python -m integration_core.stack
+    COMMAND...` rewrites $DAGSTER_HOME/dagster.yaml from the settings (run launcher, run cap), then becomes COMMAND."""
+    from integration_core.settings import get_settings
+
+    if not argv:
+        raise SystemExit("usage: python -m integration_core.stack COMMAND [ARGS...]")
+    write_dagster_yaml(get_settings(), Path(os.environ["DAGSTER_HOME"]))
+    os.execvp(argv[0], argv)  # noqa: S606 - the container's own command
+
+
+if __name__ == "__main__":
+    container_entrypoint(sys.argv[1:])

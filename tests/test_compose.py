@@ -2,15 +2,18 @@
 every service's command (and healthcheck) exists in this project with the options it is given, every module
 it loads is importable, every file it mounts or copies exists, and every environment variable it passes is a
 known setting (an alias of `Settings`), one the Dagster instance reads (dagster.yaml `env:`), or one the
-postgres image documents."""
+postgres / pgbouncer image documents. The service's own connections go through PgBouncer in transaction
+pooling; migrations and Dagster's storage go to postgres directly."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
 import itertools
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,13 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 VENV_BIN = Path(sys.executable).parent
 
 POSTGRES_IMAGE_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+# edoburu/pgbouncer writes pgbouncer.ini from these (its entrypoint.sh)
+PGBOUNCER_IMAGE_VARS = {
+    "DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "AUTH_TYPE", "LISTEN_PORT", "POOL_MODE", "DEFAULT_POOL_SIZE",
+    "MAX_DB_CONNECTIONS", "MAX_CLIENT_CONN", "ADMIN_USERS",
+}  # fmt: skip
+SERVICE_DB_CLIENTS = ("api", "user-code", "dagster-webserver", "dagster-daemon")
+DAGSTER_SERVICES = ("user-code", "dagster-webserver", "dagster-daemon")
 
 
 def _dagster_env_vars() -> set[str]:
@@ -94,13 +104,16 @@ def _resolve(script: str, args: list[str]) -> tuple[Any, list[str]]:
 
 
 def test_services_are_the_production_shape() -> None:
-    assert set(SERVICES) == {"postgres", "migrate", "api", "dagster-webserver", "dagster-daemon", "user-code"}
+    assert set(SERVICES) == {
+        "postgres", "pgbouncer", "migrate", "api", "dagster-webserver", "dagster-daemon", "user-code"
+    }  # fmt: skip
     assert SERVICES["postgres"]["image"] == "postgres:16"
+    assert SERVICES["pgbouncer"]["image"].startswith("edoburu/pgbouncer:")
     images = {SERVICES[name]["image"] for name in APP_SERVICES}
     assert images == {"service-integration:latest"}, "one image for every service but postgres"
     assert {SERVICES[name]["build"]["context"] for name in APP_SERVICES} == {"."}
     assert {SERVICES[name]["build"]["dockerfile"] for name in APP_SERVICES} == {"Dockerfile"}
-    assert set(APP_SERVICES) == set(SERVICES) - {"postgres"}
+    assert set(APP_SERVICES) == set(SERVICES) - {"postgres", "pgbouncer"}
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -156,7 +169,7 @@ def test_healthcheck_commands_exist(name: str) -> None:
         return
     kind, *argv = SERVICES[name]["healthcheck"]["test"]
     if kind == "CMD-SHELL":
-        assert argv[0].startswith("pg_isready ")  # shipped with the postgres image
+        assert argv[0].startswith("pg_isready ")  # shipped with the postgres and pgbouncer images
         return
     if argv[0] == "python":
         assert argv[1] == "-c"
@@ -181,10 +194,90 @@ def test_every_env_var_is_a_known_setting_or_dagster_variable(name: str) -> None
 
 def test_postgres_env_is_the_images_own() -> None:
     assert set(SERVICES["postgres"]["environment"]) <= POSTGRES_IMAGE_VARS
+    assert set(SERVICES["pgbouncer"]["environment"]) <= PGBOUNCER_IMAGE_VARS
+
+
+def _host_port_db(url: str) -> tuple[str, str, str]:
+    found = re.fullmatch(r"postgresql(?:\+psycopg2)?://[^@]+@([\w-]+):(\d+)/(.+)", url)
+    assert found, url
+    return found[1], found[2], found[3]
+
+
+def test_pgbouncer_pools_transactions_in_front_of_postgres() -> None:
+    bouncer = SERVICES["pgbouncer"]
+    env = bouncer["environment"]
+    assert env["POOL_MODE"] == "transaction"
+    assert (env["DB_HOST"], str(env["DB_PORT"])) == ("postgres", "5432")
+    assert env["DB_USER"] == "${POSTGRES_USER:-integration}"
+    assert env["DB_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+    assert env["AUTH_TYPE"] == "scram-sha-256"  # postgres:16's password_encryption
+    assert env["DEFAULT_POOL_SIZE"] == env["MAX_DB_CONNECTIONS"]  # server connections: one bound, whatever asks
+    assert bouncer["depends_on"]["postgres"]["condition"] == "service_healthy"
+    check = bouncer["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and check[1].startswith(f"pg_isready -h 127.0.0.1 -p {env['LISTEN_PORT']} ")
+    assert "ports" not in bouncer, "PgBouncer is reached on the compose network only"
+
+
+@pytest.mark.parametrize("name", SERVICE_DB_CLIENTS)
+def test_the_service_connects_through_pgbouncer(name: str) -> None:
+    """The app's own database connections go to PgBouncer, with the engines set for transaction pooling."""
+    env = SERVICES[name]["environment"]
+    port = str(SERVICES["pgbouncer"]["environment"]["LISTEN_PORT"])
+    assert _host_port_db(env["DATABASE_URL"]) == ("pgbouncer", port, "${POSTGRES_DB:-integration}")
+    assert env["DATABASE_PGBOUNCER"] == "true"
+    assert Settings(DATABASE_PGBOUNCER=env["DATABASE_PGBOUNCER"]).database_pgbouncer is True
+    depends = SERVICES[name]["depends_on"]
+    assert depends["pgbouncer"]["condition"] == "service_healthy"
+
+
+def test_migrations_and_dagster_storage_go_to_postgres_directly() -> None:
+    """Migrations (one connection, DDL, possibly several transactions on one session) and Dagster's storage
+    (the webserver sets a session statement_timeout on its pooled connection) bypass PgBouncer."""
+    migrate = SERVICES["migrate"]["environment"]
+    assert _host_port_db(migrate["DATABASE_URL"]) == ("postgres", "5432", "${POSTGRES_DB:-integration}")
+    assert migrate["DATABASE_PGBOUNCER"] == "false"
+    assert "pgbouncer" not in SERVICES["migrate"]["depends_on"]
+    for name in DAGSTER_SERVICES:
+        assert _host_port_db(SERVICES[name]["environment"]["DAGSTER_POSTGRES_URL"])[:2] == ("postgres", "5432")
+
+
+def test_dagster_services_write_the_instance_file_from_the_settings(tmp_path: Path) -> None:
+    """The Dagster services' entrypoint rewrites $DAGSTER_HOME/dagster.yaml (run launcher, run cap) from the
+    environment and then runs the service's command: run here as the image would, with a command that shows
+    the file it was given."""
+    for name in DAGSTER_SERVICES:
+        assert SERVICES[name]["entrypoint"] == ["python", "-m", "integration_core.stack"]
+        env = SERVICES[name]["environment"]
+        assert env["DAGSTER_RUN_LAUNCHER"] == "${DAGSTER_RUN_LAUNCHER:-}"
+        assert env["DAGSTER_MAX_CONCURRENT_RUNS"] == "${DAGSTER_MAX_CONCURRENT_RUNS:-}"
+    for launcher, runs, cls in (("default", "7", "DefaultRunLauncher"), ("", "", "WarmForkRunLauncher")):
+        home = tmp_path / (launcher or "unset")
+        home.mkdir()
+        (home / "dagster.yaml").write_text("# the image's copy, replaced\n")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_RUN_LAUNCHER": launcher,  # empty, as compose passes an unset variable: the default
+            "DAGSTER_MAX_CONCURRENT_RUNS": runs,
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "integration_core.stack", "cat", str(home / "dagster.yaml")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout
+        written = yaml.safe_load(out)
+        assert written["run_launcher"]["class"] == cls
+        default_cap = Settings.model_fields["dagster_max_concurrent_runs"].default
+        assert written["concurrency"]["runs"]["max_concurrent_runs"] == int(runs or default_cap)
+        assert written["storage"] == yaml.safe_load((ROOT / "dagster.yaml").read_text())["storage"]
 
 
 def test_dagster_processes_share_the_instance() -> None:
-    for name in ("user-code", "dagster-webserver", "dagster-daemon"):
+    for name in DAGSTER_SERVICES:
         env = SERVICES[name]["environment"]
         assert env["DAGSTER_HOME"] == "/opt/dagster/home"
         assert env["DAGSTER_POSTGRES_URL"].startswith("postgresql+psycopg2://")
@@ -222,7 +315,7 @@ def test_depends_on_is_consistent() -> None:
             assert cond["condition"] in {"service_healthy", "service_completed_successfully", "service_started"}
             if cond["condition"] == "service_healthy":
                 assert "healthcheck" in SERVICES[dep], f"{name} waits for {dep} to be healthy; it has no check"
-    for name in ("api", "user-code", "dagster-webserver", "dagster-daemon"):
+    for name in SERVICE_DB_CLIENTS:
         assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 

@@ -3,6 +3,7 @@ sandbox completes the job and the scheduled pull writes `completed` + revenue ba
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -23,8 +24,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def stack(db, database_url: str, dagster_database_url: str, tmp_path: Path) -> Iterator[LocalStack]:
+def stack(
+    request: pytest.FixtureRequest, db, database_url: str, dagster_database_url: str, tmp_path: Path
+) -> Iterator[LocalStack]:
+    """The whole local stack; `@pytest.mark.parametrize("stack", [...], indirect=True)` picks the run launcher
+    (DAGSTER_RUN_LAUNCHER: `warmfork`, the default, or Dagster's stock `default`)."""
     env = {
+        "DAGSTER_RUN_LAUNCHER": getattr(request, "param", "warmfork"),
         "DATABASE_URL": database_url,
         "DAGSTER_DATABASE_URL": dagster_database_url,
         "API_TOKEN": TEST_API_TOKEN,
@@ -91,33 +97,91 @@ def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> Non
     assert job["status"] == "completed" and job["completed_at"]
 
 
-def test_runs_are_forked_warm_and_stopping_the_stack_cancels_them(stack: LocalStack, dagster_database_url: str) -> None:
-    """The WarmForkRunLauncher (dagster.yaml) starts each run worker as a fork of the daemon's forkserver and
-    records it on the run; stopping the stack while a run lingers for work ends that run CANCELED, not failed,
-    and leaves no run worker behind."""
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _launch_seconds(dagster_database_url: str, run_id: str) -> float:
+    """From the run's STARTING event (the launcher was called) to its START event (the worker executes)."""
+    with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT dagster_event_type, timestamp FROM event_logs WHERE run_id = %s"
+                " AND dagster_event_type IN ('PIPELINE_STARTING', 'PIPELINE_START')",
+                (run_id,),
+            ).fetchall()
+        )
+    return float((rows["PIPELINE_START"] - rows["PIPELINE_STARTING"]).total_seconds())
+
+
+@pytest.mark.parametrize("stack", ["warmfork", "default"], indirect=True)
+def test_a_sensor_launched_run_delivers_and_stopping_the_stack_cancels_it(
+    stack: LocalStack, dagster_database_url: str
+) -> None:
+    """With either run launcher, a referral is delivered by a run the sensor launched (nothing depends on the
+    WarmForkRunLauncher: docs/scaling.md). `warmfork` starts each run worker as a fork of the daemon's
+    forkserver and records it on the run; `default` (Dagster's stock DefaultRunLauncher) has the code server
+    spawn it. Stopping the stack while the run lingers for work ends that run CANCELED, not failed, and leaves
+    no run worker behind."""
     from integration_core.dagster_client import DagsterClient
     from pipelines.launcher import HOST_TAG, PID_TAG
 
+    launcher = stack.env["DAGSTER_RUN_LAUNCHER"]
     api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
-    routing_id = _refer_water_heater_job(api, "e2e-launcher")["routings"][0]["id"]
+    routing_id = _refer_water_heater_job(api, f"e2e-launcher-{launcher}")["routings"][0]["id"]
     wait_for(
         lambda: api.get(f"/api/routings/{routing_id}").json()["status"] == "synced",
         90,
         "the routing to be synced by the sensor-launched run",
     )
+    markers = httpx.get(f"{stack.sandbox_url}/_sandbox/tenants/1001/inspect").json()["markers"]["bookings"]
+    assert markers == {routing_id: 1}
     dagster = DagsterClient(stack.dagster_url, timeout=10)
     (run,) = [r for r in dagster.runs(("STARTED",)) if r.job_name == "deliver_routings"]
-    assert run.tags[HOST_TAG] and run.tags[PID_TAG]
-    worker = int(run.tags[PID_TAG])
-    forkserver = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert "forkserver" in Path(f"/proc/{forkserver}/cmdline").read_text(), "run worker is not a forkserver child"
+    if launcher == "warmfork":
+        assert run.tags[HOST_TAG] and run.tags[PID_TAG]
+        workers = {int(run.tags[PID_TAG])}
+        (worker,) = workers
+        forkserver = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert "forkserver" in Path(f"/proc/{forkserver}/cmdline").read_text(), "run worker is not a forkserver child"
+    else:
+        instance = (stack.data_dir / "dagster_home" / "dagster.yaml").read_text()
+        assert "class: DefaultRunLauncher" in instance and "WarmFork" not in instance
+        with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+            tags = {k for (k,) in conn.execute("SELECT key FROM run_tags WHERE run_id = %s", (run.run_id,))}
+        assert PID_TAG not in tags and ".dagster/grpc_info" in tags, "not launched by the DefaultRunLauncher"
+        state = json.loads((stack.data_dir / "run" / "stack.json").read_text())
+        [code_server] = [int(p["pid"]) for p in state["processes"] if p["name"] == "dagster-code"]
+        workers = {
+            pid
+            for pid in _descendants(code_server)
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        }
+        assert workers, "no run worker spawned under the code server"
+    print(f"\n[{launcher}] run launch (STARTING -> START): {_launch_seconds(dagster_database_url, run.run_id):.2f} s")
 
     stack.stop()  # the run still lingers for new work (RUN_IDLE_SECONDS)
 
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not Path(f"/proc/{worker}").exists(), "a run worker outlived the stack"
+    assert not any(Path(f"/proc/{w}").exists() for w in workers), "a run worker outlived the stack"
     with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
         status = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run.run_id,)).fetchone()
     assert status == ("CANCELED",)
