@@ -30,6 +30,9 @@ request_deadline: contextvars.ContextVar[Callable[[], float] | None] = contextva
 )
 
 
+MAX_WAIT = 86_400.0  # no lease to respect: any wait
+
+
 class LeaseDeadline(Retryable):
     """No request slot before the routing's lease would run out: nothing was sent for this request."""
 
@@ -53,14 +56,19 @@ _ENSURE = text(
     """
 )
 
+_NEXT_SLOT = f"greatest(next_slot_at, {_START}) + make_interval(secs => 1.0 / {_EFFECTIVE_RATE})"
+_WAIT_FOR = "extract(epoch FROM greatest({start}, {slot} - make_interval(secs => burst / {rate})) - clock_timestamp())"
+
+# Reserve the next slot — only when its wait is within :max_wait (the caller's lease): a reservation nobody uses
+# would push everyone's schedule back (a slot leak), so a caller that could not use it takes none.
 _ACQUIRE = text(
     f"""
     UPDATE provider_rate_limits
-       SET next_slot_at = greatest(next_slot_at, {_START}) + make_interval(secs => 1.0 / {_EFFECTIVE_RATE}),
+       SET next_slot_at = {_NEXT_SLOT},
            requests_total = requests_total + 1
      WHERE provider = :provider AND tenant_id = :tenant
-    RETURNING extract(epoch FROM greatest({_START},
-                      next_slot_at - make_interval(secs => burst / {_EFFECTIVE_RATE})) - clock_timestamp()) AS wait_s
+       AND {_WAIT_FOR.format(start=_START, slot=_NEXT_SLOT, rate=_EFFECTIVE_RATE)} <= :max_wait
+    RETURNING {_WAIT_FOR.format(start=_START, slot="next_slot_at", rate=_EFFECTIVE_RATE)} AS wait_s
     """
 )
 
@@ -147,16 +155,22 @@ class PostgresRateLimiter:
         self.waited_seconds += time.monotonic() - started
 
     async def _acquire_slot(self) -> None:
-        async def reserve(conn: AsyncConnection) -> float:
-            return float((await conn.execute(_ACQUIRE, {**self._key, "recovery": self.recovery})).scalar_one())
+        async def reserve(conn: AsyncConnection) -> float | None:
+            deadline = request_deadline.get()
+            # the longest wait the routing's lease allows, with the request itself still inside it
+            max_wait = MAX_WAIT if deadline is None else deadline() - time.monotonic() - self.request_seconds
+            if max_wait < 0:
+                return None
+            params = {**self._key, "recovery": self.recovery, "max_wait": max_wait}
+            wait = (await conn.execute(_ACQUIRE, params)).scalar_one_or_none()
+            return None if wait is None else float(wait)
 
         async def backoff_left(conn: AsyncConnection) -> float:
             return float((await conn.execute(_BACKOFF_LEFT, self._key)).scalar_one() or 0)
 
         while True:
             wait = await transact(self.engine, reserve, seconds=self.db_retry_seconds, what="a request slot")
-            deadline = request_deadline.get()
-            if deadline is not None and time.monotonic() + max(0.0, wait) + self.request_seconds > deadline():
+            if wait is None:  # no slot reserved: the schedule stays as it was for everyone else
                 raise LeaseDeadline("waiting for a request slot would outlive the routing's lease")
             if wait <= 0:
                 break

@@ -77,3 +77,47 @@ def test_nobody_sends_before_retry_after_ends(db, database_url, engine_settings,
     # the storm lasted 1 s; only honouring Retry-After (3 s) explains a silence this long
     assert max(gaps) >= 2.9, max(gaps)
     assert statuses(db) == {"synced": 60}
+
+
+def test_a_caller_whose_lease_cannot_cover_the_wait_takes_no_slot(db, database_url) -> None:
+    """A reservation nobody uses would push everyone's schedule back: during a long Retry-After every routing
+    would take a slot it gives up, and the schedule would run away from the clock."""
+    import time
+
+    import pytest
+
+    from integration_core.delivery.ratelimit import LeaseDeadline, PostgresRateLimiter, request_deadline
+
+    async def body(engine):
+        limiter = PostgresRateLimiter(
+            engine,
+            provider="servicetitan",
+            tenant_id="slot-leak",
+            budget_per_second=5,
+            burst=1,
+            safety_margin=1.0,
+            recovery_per_second=0.02,
+            request_seconds=1.0,
+        )
+        await limiter.throttled(retry_after=30)  # everyone waits 30 s
+
+        async def schedule() -> object:
+            async with engine.connect() as conn:
+                return (
+                    await conn.execute(
+                        text("SELECT next_slot_at FROM provider_rate_limits WHERE tenant_id = 'slot-leak'")
+                    )
+                ).scalar_one()
+
+        before = await schedule()
+        token = request_deadline.set(lambda: time.monotonic() + 5)  # this routing's lease covers 5 s
+        try:
+            for _ in range(20):
+                with pytest.raises(LeaseDeadline):
+                    await limiter.acquire()
+        finally:
+            request_deadline.reset(token)
+        return before, await schedule()
+
+    before, after = run(database_url, body)
+    assert after == before  # nobody's schedule moved
