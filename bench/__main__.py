@@ -410,7 +410,11 @@ def sandbox_startup(runs: int = 5) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["throughput", "e2e", "sandbox"], help="run one family of scenarios")
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "e2e", "sandbox", "burst", "burst_chaos", "scale"],
+        help="run one family of scenarios",
+    )
     parser.add_argument("--routings", type=int, default=2000)
     parser.add_argument("--referrals", type=int, default=200)
     args = parser.parse_args()
@@ -424,6 +428,21 @@ def main() -> int:
         _line(results[-1])
     if args.only in (None, "e2e"):
         results.append(e2e(args.referrals))
+        _line(results[-1])
+    if args.only in (None, "burst"):
+        from bench.burst import burst
+
+        results.append(burst())
+        _line(results[-1])
+    if args.only in (None, "burst_chaos"):
+        from bench.burst import burst_chaos
+
+        results.append(burst_chaos())
+        _line(results[-1])
+    if args.only in (None, "scale"):
+        from bench.scale import scale
+
+        results.append(scale())
         _line(results[-1])
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.only:  # one family re-measured: keep the latest figures of the others
@@ -442,7 +461,22 @@ def main() -> int:
 
 
 def _line(r: dict[str, Any]) -> None:
-    keys = ("budget_ratio", "unhonoured_429", "duplicates", "lost", "p50_s", "p95_s", "runs_launched")
+    keys = (
+        "budget_ratio",
+        "unhonoured_429",
+        "duplicates",
+        "lost",
+        "p50_s",
+        "p95_s",
+        "max_s",
+        "runs_launched",
+        "runs_failed",
+        "peak_connections",
+        "max_connections",
+        "kill_recovery_s",
+        "sensor_p50_ms",
+        "claim_p50_ms",
+    )
     figures = "  ".join(f"{k}={r[k]}" for k in keys if k in r)
     print(f"{r['scenario']:<26} {figures}  {'MET' if r['met'] else 'NOT MET'}", flush=True)
 
