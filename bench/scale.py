@@ -3,7 +3,7 @@
 1,000 receiving companies (every 25th without an enabled connection), 1,000,000 synced routings (1,000 per
 company) and 100,000 due routings, skewed: 10 companies hold half of them; 2% of the due routings await a lookup
 (`needs_reconcile`) and another 2% are in backoff (not due yet). Loaded with `INSERT ... SELECT generate_series`,
-then `VACUUM (ANALYZE)` (the state autovacuum keeps the table in). Measured, medians over `repetitions`:
+then `VACUUM (ANALYZE)` (the state autovacuum keeps the table in) and a CHECKPOINT. Medians over `repetitions`:
 
 - `sensor_p50_ms`: `due_companies(session, limit=500)` (the sensor's query at the default SENSOR_MAX_COMPANIES),
   one short transaction per call, as the sensor does;
@@ -18,6 +18,7 @@ claim ≤ 10 ms at 100k due; at 1M due each figure within 2x of its 100k figure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -138,6 +139,9 @@ def _vacuum(url: str) -> None:
         conn.execute("VACUUM (ANALYZE) jobs")
         conn.execute("ANALYZE companies")
         conn.execute("ANALYZE provider_connections")
+        # the bulk load filled the WAL: checkpoint now, not during the measurement (needs pg_checkpoint or superuser)
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
 
 
 def _median_ms(values: list[float]) -> float:
@@ -260,8 +264,6 @@ def scale(
         libpq = make_url(admin).set(drivername="postgresql").render_as_string(False)
         with psycopg.connect(libpq, autocommit=True) as admin_conn:
             admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    sensor_limit = min(TARGET_SENSOR_MS, small["sensor_p50_ms"]) * 2
-    claim_limit = min(TARGET_CLAIM_MS, small["claim_p50_ms"]) * 2
     return {
         "scenario": "scale",
         "companies": companies,
@@ -282,13 +284,13 @@ def scale(
         "targets": {
             "sensor_p50_ms": f"<= {TARGET_SENSOR_MS:g}",
             "claim_p50_ms": f"<= {TARGET_CLAIM_MS:g}",
-            "sensor_p50_ms_at_1m_due": "<= 2x sensor_p50_ms (and <= 2x its target)",
-            "claim_p50_ms_at_1m_due": "<= 2x claim_p50_ms (and <= 2x its target)",
+            "sensor_p50_ms_at_1m_due": "<= 2x sensor_p50_ms",
+            "claim_p50_ms_at_1m_due": "<= 2x claim_p50_ms",
         },
         "met": small["sensor_p50_ms"] <= TARGET_SENSOR_MS
         and small["claim_p50_ms"] <= TARGET_CLAIM_MS
-        and large["sensor_p50_ms"] <= sensor_limit
-        and large["claim_p50_ms"] <= claim_limit
+        and large["sensor_p50_ms"] <= 2 * small["sensor_p50_ms"]
+        and large["claim_p50_ms"] <= 2 * small["claim_p50_ms"]
         and small["claimed_per_call"] == CLAIM_LIMIT,
     }
 
