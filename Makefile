@@ -107,7 +107,7 @@ typecheck: $(SI) ## mypy (strict)
 check: lint typecheck test ## Everything CI runs
 
 bench: $(SI) ## Benchmarks; results in bench/results/latest.json
-	$(PY) -m bench
+	$(PY) -m bench $(ARGS)
 
 worker-docker: ## Production shape: start the Dagster code server + daemon containers (needs Docker)
 	docker compose up -d user-code dagster-daemon
