@@ -9,7 +9,8 @@ then `VACUUM (ANALYZE)` (the state autovacuum keeps the table in) and a CHECKPOI
   one short transaction per call, as the sensor does;
 - `claim_p50_ms`: `claim(..., limit=200)` of one of the 10 big companies (the worst case: the most due rows to
   choose from), committed; each repetition leases the next 200 oldest;
-- `reconcile_claim_p50_ms`: `claim(..., statuses=("needs_reconcile",))` of a big company (the reconcile job's claim).
+- `reconcile_claim_p50_ms`: `claim(..., limit=20, statuses=("needs_reconcile",))` of a big company (the reconcile
+  job's claim; 20, so that every call gets a full batch at 100k due too).
 
 Then the due routings grow to 1,000,000 (same skew) and everything is measured again. Targets: sensor ≤ 50 ms and
 claim ≤ 10 ms at 100k due; at 1M due each figure within 2x of its 100k figure.
@@ -38,6 +39,7 @@ from bench.__main__ import _fresh_database, _server_admin_url
 HEAVY = 10  # companies holding half of the due routings
 SENSOR_LIMIT = 500  # SENSOR_MAX_COMPANIES default
 CLAIM_LIMIT = 200  # DELIVERY_BATCH_SIZE default
+RECONCILE_LIMIT = 20  # a big company has ~100 routings awaiting a lookup at 100k due: every call gets a full batch
 TARGET_SENSOR_MS = 50.0
 TARGET_CLAIM_MS = 10.0
 
@@ -163,12 +165,12 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
         if i >= 2:  # two warm-ups
             sensor.append(elapsed)
 
-    async def claims() -> tuple[list[float], list[float], int]:
+    async def claims() -> tuple[list[float], list[float], int, int]:
         aengine = create_async_engine(url, pool_size=2)
         try:
             timings: list[float] = []
             reconcile: list[float] = []
-            claimed = 0
+            claimed = looked_up = 0
             for i in range(repetitions + 2):
                 company = _company_id(i % HEAVY)
                 started = time.perf_counter()
@@ -180,22 +182,23 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
             for i in range(repetitions + 2):
                 company = _company_id(i % HEAVY)
                 started = time.perf_counter()
-                await claim(
+                got = await claim(
                     aengine,
                     company,
                     owner="bench-scale",
-                    limit=CLAIM_LIMIT,
+                    limit=RECONCILE_LIMIT,
                     lease_seconds=600,
                     statuses=("needs_reconcile",),
                 )
                 elapsed = time.perf_counter() - started
+                looked_up = len(got)
                 if i >= 2:
                     reconcile.append(elapsed)
-            return timings, reconcile, claimed
+            return timings, reconcile, claimed, looked_up
         finally:
             await aengine.dispose()
 
-    claim_t, reconcile_t, claimed = asyncio.run(claims())
+    claim_t, reconcile_t, claimed, looked_up = asyncio.run(claims())
     # hand the leased rows back (as reconcile would), so the next measurement sees the same backlog
     with engine.begin() as conn:
         conn.execute(
@@ -220,6 +223,7 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
         "claim_max_ms": round(max(claim_t) * 1000, 2),
         "claimed_per_call": claimed,
         "reconcile_claim_p50_ms": _median_ms(reconcile_t),
+        "reconcile_claimed_per_call": looked_up,
     }
 
 
