@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 # `due` is counted up to this many routings per company: enough to tell a trickle from a backlog (the sensor only
 # puts it in a run tag). Counting every due routing of a company with 50,000 is what made the sensor grow with the
-# backlog; capped, the count reads at most `limit` x DUE_COUNT_CAP index entries whatever the backlog. Measured
-# (`python -m bench.scale`, 500 of 1,000 companies, 1M due): a cap of 100 adds a few ms to the per-company probes,
-# 200 about 8 ms, 1,000 about 25 ms.
-DUE_COUNT_CAP = 100
+# backlog; capped, the count reads at most `limit` x DUE_COUNT_CAP index entries whatever the backlog, about what the
+# per-company probes cost themselves (`python -m bench.scale`: at 1M due, caps of 200 and 1,000 added roughly 8 and
+# 25 ms to a query of 10-20 ms).
+DUE_COUNT_CAP = 50
 
 
 @dataclass(frozen=True)
