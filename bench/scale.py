@@ -9,6 +9,8 @@ then `VACUUM (ANALYZE)` (the state autovacuum keeps the table in) and a CHECKPOI
   one short transaction per call, as the sensor does;
 - `claim_p50_ms`: `claim(..., limit=200)` of one of the 10 big companies (the worst case: the most due rows to
   choose from), committed; each repetition leases the next 200 oldest;
+- `claim_pick_p50_ms`: of that, choosing and locking the 200 (the claim statement's `due` CTE, from EXPLAIN
+  ANALYZE in a rolled-back transaction): the part a backlog would grow;
 - `reconcile_claim_p50_ms`: `claim(..., limit=20, statuses=("needs_reconcile",))` of a big company (the reconcile
   job's claim; 20, so that every call gets a full batch at 100k due too).
 
@@ -214,6 +216,7 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
                 "AND next_attempt_at <= now()"
             )
         ).scalar_one()
+    pick, pick_index = _claim_pick(engine, repetitions)
     return {
         "due_rows": due_rows,
         "sensor_p50_ms": _median_ms(sensor),
@@ -222,9 +225,38 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
         "claim_p50_ms": _median_ms(claim_t),
         "claim_max_ms": round(max(claim_t) * 1000, 2),
         "claimed_per_call": claimed,
+        "claim_pick_p50_ms": round(statistics.median(pick), 3),
+        "claim_pick_index": pick_index,
         "reconcile_claim_p50_ms": _median_ms(reconcile_t),
         "reconcile_claimed_per_call": looked_up,
     }
+
+
+def _claim_pick(engine: Engine, repetitions: int) -> tuple[list[float], str]:
+    """The part of the claim the backlog could make grow, choosing the 200 rows to lease (the `due` CTE: scan, order,
+    lock), from EXPLAIN ANALYZE of the real statement in a rolled-back transaction; the rest of the claim (updating
+    200 rows and 7 indexes each, the commit) does not depend on the backlog. Returns (ms per call, index used)."""
+    from integration_core.delivery.claims import _claim_statement
+    from integration_core.domain import RoutingStatus
+
+    statement = _claim_statement(frozenset({RoutingStatus.pending, RoutingStatus.needs_reconcile}))
+    timings: list[float] = []
+    indexes: set[str] = set()
+
+    def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+        return [plan, *(n for child in plan.get("Plans", []) for n in nodes(child))]
+
+    for i in range(repetitions):
+        with engine.connect() as conn, conn.begin() as tx:
+            doc: list[dict[str, Any]] = conn.execute(
+                text("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.text),
+                {"company": _company_id(i % HEAVY), "limit": CLAIM_LIMIT, "owner": "bench-pick", "lease": 60},
+            ).scalar_one()
+            tx.rollback()
+        [due] = [n for n in nodes(doc[0]["Plan"]) if n.get("Subplan Name") == "CTE due"]
+        timings.append(float(due["Actual Total Time"]))
+        indexes |= {n["Index Name"] for n in nodes(due) if "Index Name" in n}
+    return timings, ",".join(sorted(indexes)) or "none"
 
 
 def scale(
@@ -277,9 +309,11 @@ def scale(
         "due_grown": large["due_rows"],
         "sensor_p50_ms": small["sensor_p50_ms"],
         "claim_p50_ms": small["claim_p50_ms"],
+        "claim_pick_p50_ms": small["claim_pick_p50_ms"],
         "reconcile_claim_p50_ms": small["reconcile_claim_p50_ms"],
         "sensor_p50_ms_at_1m_due": large["sensor_p50_ms"],
         "claim_p50_ms_at_1m_due": large["claim_p50_ms"],
+        "claim_pick_p50_ms_at_1m_due": large["claim_pick_p50_ms"],
         "reconcile_claim_p50_ms_at_1m_due": large["reconcile_claim_p50_ms"],
         "detail": {"due_100k": small, "due_1m": large},
         "load_s": round(load_s, 1),
