@@ -613,6 +613,25 @@ def _dagster_runs(server: _Server, dagster_db: str) -> dict[str, Any]:
             "max(start_time - extract(epoch FROM create_timestamp)) "
             "FROM runs WHERE pipeline_name = 'deliver_routings' AND start_time IS NOT NULL"
         ).fetchone()
+        # where a run's slot time goes: queued → started → its step starts → its step ends → the run ends
+        phases = conn.execute(
+            """
+            WITH ev AS (
+                SELECT e.run_id,
+                       min(t) FILTER (WHERE e.dagster_event_type = 'PIPELINE_START') AS run_start,
+                       min(t) FILTER (WHERE e.dagster_event_type = 'STEP_START') AS step_start,
+                       max(t) FILTER (WHERE e.dagster_event_type IN ('STEP_SUCCESS', 'STEP_FAILURE')) AS step_end,
+                       max(t) FILTER (WHERE e.dagster_event_type IN ('PIPELINE_SUCCESS', 'PIPELINE_FAILURE')) AS run_end
+                  FROM event_logs e JOIN runs r ON r.run_id = e.run_id,
+                       LATERAL (SELECT extract(epoch FROM e.timestamp) AS t) ts
+                 WHERE r.pipeline_name = 'deliver_routings'
+                 GROUP BY e.run_id
+            )
+            SELECT avg(step_start - run_start), avg(step_end - step_start), avg(run_end - step_end),
+                   max(step_start - run_start), max(run_end - step_end)
+              FROM ev
+            """
+        ).fetchone()
         failures = conn.execute(
             "SELECT e.dagster_event_type, e.event FROM event_logs e JOIN runs r ON r.run_id = e.run_id "
             "WHERE r.pipeline_name = 'deliver_routings' AND e.dagster_event_type IN ('RUN_FAILURE', 'STEP_FAILURE')"
@@ -634,6 +653,14 @@ def _dagster_runs(server: _Server, dagster_db: str) -> dict[str, Any]:
         "run_mean_queue_to_start_s": round(float(timing[0]), 2) if timing and timing[0] is not None else None,
         "run_max_queue_to_start_s": round(float(timing[1]), 2) if timing and timing[1] is not None else None,
         "run_failure_reasons": dict(reasons.most_common(8)),
+        "run_phases_mean_s": {
+            name: round(float(v), 2) if v is not None else None
+            for name, v in zip(
+                ("start_to_step", "step", "step_end_to_run_end", "max_start_to_step", "max_step_end_to_run_end"),
+                phases or (),
+                strict=False,
+            )
+        },
     }
 
 

@@ -20,7 +20,7 @@ Config (`dagster.yaml`):
       class: WarmForkRunLauncher
       config:
         preload_modules: [pipelines.worker_preload]   # the code location and what a run worker imports
-        cancel_poll_seconds: 1.0
+        cancel_poll_seconds: 5.0
 """
 
 from __future__ import annotations
@@ -64,18 +64,34 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def _watch_for_cancel(instance_ref: Any, run_id: str, poll_seconds: float, done: threading.Event) -> None:
-    """Interrupt the main thread once the run is marked CANCELING (by `terminate` from any process or host)."""
-    from dagster import DagsterInstance, DagsterRunStatus
+def _watch_for_cancel(instance: Any, run_id: str, poll_seconds: float, done: threading.Event) -> None:
+    """Interrupt the main thread once the run is marked CANCELING (by `terminate` from any process or host).
+    Shares the run's instance: a second one would connect to Dagster's storage again at every run start."""
+    from dagster import DagsterRunStatus
     from dagster._utils import send_interrupt
 
     stopping = {DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED}
-    with DagsterInstance.from_ref(instance_ref) as instance:
-        while not done.wait(poll_seconds):
-            run = instance.get_run_by_id(run_id)
-            if run is None or run.status in stopping:
-                send_interrupt()
-                return
+    while not done.wait(poll_seconds):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.status in stopping:
+            send_interrupt()
+            return
+
+
+def worker_instance_ref(ref: Any) -> Any:
+    """The instance a run worker opens: Postgres storage that does not check for (and create) Dagster's tables —
+    the daemon launching the worker has them already. That check is a catalog query over a new connection for
+    each of the three storages, at every run start, and in a burst of short runs it was a large share of the
+    server's work."""
+    import yaml
+    from dagster._serdes import ConfigurableClassData
+
+    data = ref.storage_data
+    if data is None or data.class_name != "DagsterPostgresStorage":
+        return ref
+    config = yaml.safe_load(data.config_yaml) or {}
+    config["should_autocreate_tables"] = False
+    return ref._replace(storage_data=ConfigurableClassData(data.module_name, data.class_name, yaml.safe_dump(config)))
 
 
 def _noop() -> None:
@@ -94,13 +110,13 @@ def run_worker(run_id: str, serialized_instance_ref: str, cancel_poll_seconds: f
     setup_interrupt_handlers()  # SIGTERM behaves as SIGINT, as in `dagster api execute_run`
     instance_ref = deserialize_value(serialized_instance_ref, InstanceRef)
     done = threading.Event()
-    watcher = threading.Thread(
-        target=_watch_for_cancel,
-        args=(instance_ref, run_id, cancel_poll_seconds, done),
-        name="si-cancel-watch",
-        daemon=True,
-    )
     with capture_interrupts(), DagsterInstance.from_ref(instance_ref) as instance:
+        watcher = threading.Thread(
+            target=_watch_for_cancel,
+            args=(instance, run_id, cancel_poll_seconds, done),
+            name="si-cancel-watch",
+            daemon=True,
+        )
         watcher.start()
         try:
             _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
@@ -115,7 +131,7 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         self,
         inst_data: ConfigurableClassData | None = None,
         preload_modules: Sequence[str] = DEFAULT_PRELOAD,
-        cancel_poll_seconds: float = 1.0,
+        cancel_poll_seconds: float = 5.0,
         start_method: str | None = None,
     ) -> None:
         self._inst_data = inst_data
@@ -200,7 +216,11 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         self._forget_finished()
         proc = self._context().Process(
             target=run_worker,
-            args=(run.run_id, serialize_value(self._instance.get_ref()), self._cancel_poll_seconds),
+            args=(
+                run.run_id,
+                serialize_value(worker_instance_ref(self._instance.get_ref())),
+                self._cancel_poll_seconds,
+            ),
             name=f"dagster-run-{run.run_id[:8]}",
             daemon=False,
         )

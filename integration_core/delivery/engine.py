@@ -67,6 +67,8 @@ T = TypeVar("T")
 # fraction of the lease after the renewal (claims.py sets the first one the same way)
 HEARTBEAT_FRACTION = 1 / 6
 DEADLINE_FRACTION = 0.9
+# an idle run asks whether its slot is wanted (`drain(keep_waiting=...)`) at most this often
+KEEP_WAITING_TTL_SECONDS = 2.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -723,6 +725,17 @@ async def drain(
     live = open_connection(engine, row, settings, provider_factory)
     done = asyncio.Event()
     idle_since: list[float | None] = [None]
+    asked: list[tuple[float, bool]] = []
+
+    def slot_kept() -> bool:
+        """`keep_waiting()`, asked at most every KEEP_WAITING_TTL_SECONDS by all lanes together (each answer
+        costs the scheduler's database a query or two)."""
+        if keep_waiting is None:
+            return True
+        now = time.monotonic()
+        if not asked or now - asked[-1][0] >= KEEP_WAITING_TTL_SECONDS:
+            asked.append((now, keep_waiting()))
+        return asked[-1][1]
 
     async def lane() -> None:
         while not done.is_set() and time.monotonic() < deadline:
@@ -735,7 +748,7 @@ async def drain(
             else:
                 now = time.monotonic()
                 since = idle_since[0] = idle_since[0] or now
-                if now - since >= idle_seconds or (keep_waiting is not None and not keep_waiting()):
+                if now - since >= idle_seconds or not slot_kept():
                     done.set()
                 else:
                     with contextlib.suppress(TimeoutError):

@@ -46,3 +46,23 @@ def test_run_worker_health_as_run_monitoring_sees_it(db) -> None:
     assert dead.status == WorkerStatus.FAILED and str(gone.pid) in (dead.msg or "")
     elsewhere = {PID_TAG: str(os.getpid()), HOST_TAG: "another-host"}
     assert launcher.check_run_worker_health(_run(elsewhere)).status == WorkerStatus.UNKNOWN
+
+
+def test_run_workers_do_not_check_for_dagster_tables(tmp_path) -> None:
+    """The daemon that launches a worker has Dagster's tables: the worker's storage skips that check (a catalog
+    query over a new connection per storage, at every run start)."""
+    import yaml
+    from dagster._core.instance import InstanceRef
+
+    from pipelines.launcher import worker_instance_ref
+
+    (tmp_path / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://postgres@127.0.0.1:1/dagster\n"
+    )
+    ref = InstanceRef.from_dir(str(tmp_path))
+    worker = worker_instance_ref(ref)
+    assert yaml.safe_load(worker.storage_data.config_yaml) == {
+        "postgres_url": "postgresql+psycopg2://postgres@127.0.0.1:1/dagster",
+        "should_autocreate_tables": False,
+    }
+    assert worker.run_launcher_data == ref.run_launcher_data  # everything else as it was
