@@ -50,6 +50,24 @@ def release_ended_holders(instance: dg.DagsterInstance, integration: Integration
             release_held(integration.settings(), run.run_id, holder_stopped=False)
 
 
+RETRY_PRIORITY = 20  # above the sensor's own runs (10): work that already waited once goes first
+
+
+def prioritise_retries(instance: dg.DagsterInstance) -> int:
+    """A delivery run that is a retry or a re-execution (its worker died, an operator re-ran it) waits behind
+    every run queued since: move it to the front of the queue. Returns how many were moved."""
+    queued = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=deliver_job.name, statuses=[dg.DagsterRunStatus.QUEUED]), limit=10_000
+    )
+    moved = 0
+    for record in queued:
+        tags = record.dagster_run.tags
+        if tags.get("dagster/parent_run_id") and int(tags.get("dagster/priority", "0")) < RETRY_PRIORITY:
+            instance.add_run_tags(record.dagster_run.run_id, {"dagster/priority": str(RETRY_PRIORITY)})
+            moved += 1
+    return moved
+
+
 def tick_interval(seconds: int) -> int:
     """The `minimum_interval_seconds` that makes the daemon tick every `seconds`.
 
@@ -72,6 +90,7 @@ def pending_routings_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     settings = integration.settings()
     release_ended_holders(context.instance, integration)
+    prioritise_retries(context.instance)
     with integration.session() as session:
         due = due_companies(session, limit=settings.sensor_max_companies)
     if not due:

@@ -45,6 +45,7 @@ from integration_core.delivery.connections import (
 )
 from integration_core.delivery.leases import EXPIRE_LEASES
 from integration_core.delivery.ratelimit import LeaseDeadline, request_deadline
+from integration_core.domain import RoutingStatus
 from integration_core.providers.base import (
     AuthFailed,
     DeliveryResult,
@@ -689,6 +690,25 @@ async def deliver_batch(
     return summary
 
 
+_NEXT_DUE = text(
+    f"""
+    SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM job_routings
+     WHERE receiving_company_id = :company
+       AND status IN ('{RoutingStatus.pending}', '{RoutingStatus.needs_reconcile}')
+    """
+)
+
+
+async def _due_within(engine: AsyncEngine, settings: Settings, company_id: uuid.UUID, seconds: float) -> bool:
+    """Whether some routing of the company becomes due within `seconds`."""
+
+    async def work(conn: AsyncConnection) -> bool:
+        due_in = (await conn.execute(_NEXT_DUE, {"company": company_id})).scalar()
+        return due_in is not None and float(due_in) <= seconds
+
+    return await transact(engine, work, seconds=settings.db_retry_seconds, what="the next due routing")
+
+
 async def drain(
     engine: AsyncEngine,
     settings: Settings,
@@ -748,7 +768,11 @@ async def drain(
             else:
                 now = time.monotonic()
                 since = idle_since[0] = idle_since[0] or now
-                if now - since >= idle_seconds or not slot_kept():
+                left = idle_seconds - (now - since)
+                # yield the slot when another run wants it — unless this company's own work is due within the
+                # idle window (a backoff, a lookup after a lost request): leaving would cost a new run and its
+                # wait in the queue
+                if left <= 0 or (not slot_kept() and not await _due_within(engine, settings, company_id, left)):
                     done.set()
                 else:
                     with contextlib.suppress(TimeoutError):

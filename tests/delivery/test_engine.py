@@ -299,3 +299,25 @@ def test_an_idle_run_lingers_and_picks_up_new_work(db, database_url, engine_sett
         ),
     )
     assert quick.claimed == 0 and quick.elapsed_seconds < 9  # others need the slot: no lingering (idle is 10 s)
+
+    # others need the slot, but a routing of this company is due in 2 s (a backoff, a lookup after a lost
+    # request): leaving would cost a new run and its wait in the queue, so the run waits for it
+    [later] = add_routings(db, world, company, 1)
+    with db.begin() as conn:
+        conn.execute(
+            text("UPDATE job_routings SET next_attempt_at = now() + interval '2 seconds' WHERE id = :id"), {"id": later}
+        )
+    waited = run(
+        database_url,
+        lambda e: drain(
+            e,
+            engine_settings,
+            company,
+            "run-3",
+            time_budget_seconds=30,
+            idle_seconds=10,
+            poll_seconds=0.2,
+            keep_waiting=lambda: False,
+        ),
+    )
+    assert waited.claimed == 1 and waited.outcomes["synced"] == 1 and waited.elapsed_seconds < 9

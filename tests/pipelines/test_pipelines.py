@@ -246,3 +246,31 @@ def test_alert_webhook_receives_the_failure(monkeypatch: pytest.MonkeyPatch) -> 
     assert received == [{"run_id": "r1", "job": "deliver_routings"}]
     send_alert(None, {"run_id": "r2"})  # no URL: nothing to do, no error
     send_alert("http://127.0.0.1:9/nowhere", {"run_id": "r3"})  # unreachable: logged, never raised
+
+
+def test_sensor_releases_what_finished_runs_still_hold(db, engine_settings, sandbox, world, integration, instance):
+    """Leases end with their run, whichever launcher ran it: the sensor hands back what a run Dagster has
+    finished still holds, and moves leases that ran out to needs_reconcile."""
+    company, _ = add_receiver(db, sandbox)
+    rids = add_routings(db, world, company, 4)
+    finished, alive, unknown, expired = (str(uuid.uuid4()) for _ in range(4))
+    for run_id, status in ((finished, dg.DagsterRunStatus.FAILURE), (alive, dg.DagsterRunStatus.STARTED)):
+        instance.add_run(dg.DagsterRun(job_name="deliver_routings", run_id=run_id, status=status))
+    with db.begin() as conn:
+        for rid, owner, lease in zip(rids, (finished, alive, unknown, expired), ("60", "60", "60", "-1"), strict=True):
+            conn.execute(
+                text(
+                    "UPDATE job_routings SET status = 'claimed', lease_owner = :o, "
+                    "lease_expires_at = now() + make_interval(secs => :l) WHERE id = :id"
+                ),
+                {"o": owner, "l": int(lease), "id": rid},
+            )
+
+    pending_routings_sensor(dg.build_sensor_context(instance=instance), integration=integration)
+
+    with db.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, status FROM job_routings")).all())
+    assert rows[rids[0]] == "pending"  # its run is over: never sent, so due at once
+    assert rows[rids[1]] == "claimed"  # its run is alive
+    assert rows[rids[2]] == "claimed"  # not a Dagster run: its lease decides
+    assert rows[rids[3]] == "needs_reconcile"  # the lease ran out: looked up first
