@@ -97,8 +97,8 @@ def open_connection(
     return LiveConnection(row, config, limiter, provider)
 
 
-# Set by the engine around a delivery: awaited once a request has its rate-limiter slot, right before it leaves
-# (the engine records the delivery attempt there, so "in flight" means "a request may have left").
+# Set by the engine around a delivery: awaited once a write request has its rate-limiter slot, right before it
+# leaves (the engine records the delivery attempt there, so "in flight" means "a write may have left").
 before_request: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_request", default=None)
 
 
@@ -108,8 +108,8 @@ class _Gate:
     def __init__(self, limiter: PostgresRateLimiter) -> None:
         self.limiter = limiter
 
-    async def acquire(self) -> None:
-        await self.limiter.acquire()
+    async def acquire(self, *, write: bool = True) -> None:
+        await self.limiter.acquire(write=write)
         hook = before_request.get()
-        if hook is not None:
+        if hook is not None and write:  # reads create nothing: only a write needs the attempt recorded first
             await hook()

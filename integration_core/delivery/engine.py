@@ -451,9 +451,10 @@ class _Batch:
             await self.release(c)
             return
 
-        # The attempt is recorded (and a lookup demanded) when the delivery's first request has its rate-limiter
-        # slot, right before it leaves — not while the routing queues for a slot — so an `in_flight` attempt means
-        # "a request may have left", and a run that ends knows exactly which routings need a lookup.
+        # The attempt is recorded (and a lookup demanded) when the delivery's first *write* request has its
+        # rate-limiter slot, right before it leaves — not while the routing queues for a slot, nor during the reads
+        # before it (job mode looks the customer up first) — so an `in_flight` attempt means "a write may have
+        # left", and a run that ends knows exactly which routings need a lookup.
         recorded: list[int] = []
 
         async def record_before_first_request() -> None:

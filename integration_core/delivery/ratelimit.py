@@ -144,7 +144,7 @@ class PostgresRateLimiter:
         await transact(self.engine, work, seconds=self.db_retry_seconds, what="rate limit row")
         self._ensured = True
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, write: bool = True) -> None:
         await self.ensure()
         started = time.monotonic()
         # One reservation at a time per process: slots are handed out just ahead of use (a short horizon, so a

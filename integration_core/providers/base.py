@@ -379,9 +379,10 @@ class Capabilities:
 
 
 class RequestGate(Protocol):
-    """Called before every provider API request (not token requests): the engine's shared rate budget."""
+    """Called before every provider API request (not token requests): the engine's shared rate budget.
+    `write`: the request may create or change a record at the provider (not a read)."""
 
-    async def acquire(self) -> None: ...
+    async def acquire(self, *, write: bool = True) -> None: ...
 
 
 @runtime_checkable

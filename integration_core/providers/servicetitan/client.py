@@ -211,7 +211,7 @@ class ServiceTitanClient:
             timeout=self._timeout,
         )
         if self._gate is not None:
-            await self._gate.acquire()
+            await self._gate.acquire(write=write)
         try:
             response = await self._http.send(request, auth=self._auth)
         except ProviderError:

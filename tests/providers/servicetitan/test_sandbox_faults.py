@@ -199,7 +199,8 @@ def test_fault_config_is_validated(sandbox_handle: SandboxHandle, demo_tenant: T
 def test_fault_sequence_is_reproducible_for_a_seed(
     st_client: httpx.Client, fresh_tenant: Callable[..., TenantCreds], sandbox_handle: SandboxHandle
 ) -> None:
-    creds = fresh_tenant()
+    # a budget no burst of 90 requests can reach: on a fast machine 429s would interleave with the faults
+    creds = fresh_tenant(rate=10_000, burst=10_000)
     client = TenantClient(st_client, creds)
     faults = {"error_rate": 0.3, "commit_then_fail_rate": 0.2, "error_statuses": [500, 502, 503]}
 
