@@ -437,7 +437,8 @@ def main() -> int:
     if args.only in (None, "burst_chaos"):
         from bench.burst import burst_chaos
 
-        results.append(burst_chaos())
+        # restarts its PostgreSQL server: the embedded one, never the machine's shared server
+        results.append(burst_chaos(server_url="embedded"))
         _line(results[-1])
     if args.only in (None, "scale"):
         from bench.scale import scale
