@@ -141,6 +141,8 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         self._ctx: Any = None
         self._ctx_lock = threading.Lock()
         self._workers: dict[str, multiprocessing.process.BaseProcess] = {}
+        # the run queue launches from several threads at once (dequeue_use_threads)
+        self._workers_lock = threading.Lock()
         super().__init__()  # type: ignore[no-untyped-call]
 
     # -- ConfigurableClass -------------------------------------------------------------------------------
@@ -225,14 +227,15 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
             daemon=False,
         )
         proc.start()
-        self._workers[run.run_id] = proc
+        with self._workers_lock:
+            self._workers[run.run_id] = proc
         self._instance.add_run_tags(run.run_id, {PID_TAG: str(proc.pid), HOST_TAG: _host()})
 
     def _forget_finished(self) -> None:
-        for run_id, proc in list(self._workers.items()):
-            if not proc.is_alive():
-                proc.join(0)
-                del self._workers[run_id]
+        with self._workers_lock:
+            finished = [run_id for run_id, proc in self._workers.items() if not proc.is_alive()]
+            for run_id in finished:
+                self._workers.pop(run_id).join(0)
 
     def _worker_pid(self, run: DagsterRun) -> int | None:
         if run.tags.get(HOST_TAG) != _host() or not run.tags.get(PID_TAG):
@@ -273,5 +276,7 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone{note}")
 
     def join(self, timeout: float = 30) -> None:
-        for proc in list(self._workers.values()):
+        with self._workers_lock:
+            workers = list(self._workers.values())
+        for proc in workers:
             proc.join(timeout)

@@ -35,7 +35,7 @@ def _run(tags: dict[str, str]) -> DagsterRun:
     return DagsterRun(job_name="deliver_routings", run_id="0" * 8 + "-0000-0000-0000-000000000000", tags=tags)
 
 
-def test_run_worker_health_as_run_monitoring_sees_it(db) -> None:
+def test_run_worker_health_as_run_monitoring_sees_it(db: object) -> None:
     launcher = WarmForkRunLauncher()
     assert launcher.check_run_worker_health(_run({})).status == WorkerStatus.UNKNOWN
     alive = {PID_TAG: str(os.getpid()), HOST_TAG: _host()}
@@ -48,7 +48,7 @@ def test_run_worker_health_as_run_monitoring_sees_it(db) -> None:
     assert launcher.check_run_worker_health(_run(elsewhere)).status == WorkerStatus.UNKNOWN
 
 
-def test_run_workers_do_not_check_for_dagster_tables(tmp_path) -> None:
+def test_run_workers_do_not_check_for_dagster_tables(tmp_path: Path) -> None:
     """The daemon that launches a worker has Dagster's tables: the worker's storage skips that check (a catalog
     query over a new connection per storage, at every run start)."""
     import yaml
@@ -66,3 +66,41 @@ def test_run_workers_do_not_check_for_dagster_tables(tmp_path) -> None:
         "should_autocreate_tables": False,
     }
     assert worker.run_launcher_data == ref.run_launcher_data  # everything else as it was
+
+
+def test_parallel_launches_forget_finished_workers_safely() -> None:
+    """The run queue launches from several threads at once: forgetting finished workers must not race (a run
+    failed to launch with a KeyError when two threads removed the same finished worker)."""
+    import threading
+    import time
+
+    class FinishedWorker:
+        """A finished worker process whose liveness check takes a moment (a waitpid), as a real one may."""
+
+        def is_alive(self) -> bool:
+            time.sleep(0.001)
+            return False
+
+        def join(self, timeout: float | None = None) -> None:
+            pass
+
+    launcher = WarmForkRunLauncher()
+    for i in range(40):
+        launcher._workers[f"run-{i}"] = FinishedWorker()  # type: ignore[assignment]
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def forget() -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                launcher._forget_finished()
+        except BaseException as exc:  # any error is the failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=forget) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and launcher._workers == {}
