@@ -151,14 +151,8 @@ def test_a_run_that_raises_mid_batch_leaves_nothing_claimed(
     assert all(r["attempts"] == 0 for r in pending)  # never sent: no attempt counted
     assert "in_flight" not in _attempt_outcomes(db)
 
-    # once those requests can no longer be landing (the clock is what we fake), everything is delivered once
     sandbox.faults(tenant, seed=3)
-    with db.begin() as conn:
-        conn.execute(text("UPDATE job_routings SET next_attempt_at = now() WHERE status = 'needs_reconcile'"))
-    while run(database_url, lambda e: deliver_batch(e, engine_settings, company, f"run-{uuid.uuid4()}")).claimed:
-        pass
-    assert statuses(db) == {"synced": 20}
-    assert set(sandbox_marker_counts(sandbox, tenant, "booking").values()) == {1}
+    _deliver_the_rest_once_landed(db, database_url, engine_settings, sandbox, company, tenant, 20)
 
 
 def test_a_cancelled_run_gives_back_what_it_holds(
@@ -212,12 +206,7 @@ def test_a_dead_worker_is_released_as_soon_as_run_monitoring_looks(
     assert all(float(r["due_in"]) <= 0 for r in rows.values() if r["status"] == "pending")  # type: ignore[arg-type]
 
     sandbox.faults(tenant, seed=5)
-    with db.begin() as conn:
-        conn.execute(text("UPDATE job_routings SET next_attempt_at = now() WHERE status = 'needs_reconcile'"))
-    while run(database_url, lambda e: deliver_batch(e, engine_settings, company, f"run-{uuid.uuid4()}")).claimed:
-        pass
-    assert statuses(db) == {"synced": 10}
-    assert set(sandbox_marker_counts(sandbox, tenant, "booking").values()) == {1}
+    _deliver_the_rest_once_landed(db, database_url, engine_settings, sandbox, company, tenant, 10)
 
 
 def test_leases_are_short_and_no_longer_cover_the_batch(
@@ -244,6 +233,25 @@ def test_leases_are_short_and_no_longer_cover_the_batch(
     small, large = run(database_url, body)
     # a batch of 10,000 at 5 requests/s in job mode would need hours: the heartbeat renews, the lease stays short
     assert small == large == 60.0
+
+
+def _deliver_the_rest_once_landed(
+    db: Engine,
+    database_url: str,
+    settings: Settings,
+    sandbox: SandboxHandle,
+    company: uuid.UUID,
+    tenant: str,
+    total: int,
+) -> None:
+    """Once the requests that may have left can no longer be landing (the clock is what we fake), the next runs
+    deliver everything — each routing exactly once at the provider."""
+    with db.begin() as conn:
+        conn.execute(text("UPDATE job_routings SET next_attempt_at = now() WHERE status = 'needs_reconcile'"))
+    while run(database_url, lambda e: deliver_batch(e, settings, company, f"run-{uuid.uuid4()}")).claimed:
+        pass
+    assert statuses(db) == {"synced": total}
+    assert set(sandbox_marker_counts(sandbox, tenant, "booking").values()) == {1}
 
 
 def _worker(database_url: str, company: uuid.UUID, run_id: str) -> subprocess.Popen[bytes]:
