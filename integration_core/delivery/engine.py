@@ -457,7 +457,7 @@ class _Batch:
         # left", and a run that ends knows exactly which routings need a lookup.
         recorded: list[int] = []
 
-        async def record_before_first_request() -> None:
+        async def record_before_first_write() -> None:
             if recorded:
                 return
             attempt_id = await self._record(c, "deliver", sends=True)
@@ -466,7 +466,7 @@ class _Batch:
             recorded.append(attempt_id)
 
         started = time.monotonic()
-        token = before_request.set(record_before_first_request)
+        token = before_request.set(record_before_first_write)
         try:
             result = await provider.deliver(c.request)
         except _LeaseLost:
@@ -492,7 +492,10 @@ class _Batch:
             return
         finally:
             before_request.reset(token)
-        await self._finish(recorded[0], "synced", started)
+        # (a provider that delivers with reads alone would leave nothing recorded: record the attempt now)
+        attempt_id = recorded[0] if recorded else await self._record(c, "deliver", sends=True)
+        if attempt_id is not None:
+            await self._finish(attempt_id, "synced", started)
         await self._synced(c, result, "synced")
 
     async def _failed_before_sending(self, c: Claimed, attempts: int, started: float, error: ProviderError) -> None:
@@ -505,7 +508,7 @@ class _Batch:
 
 
 class _LeaseLost(Exception):
-    """Raised from the request gate when the routing's lease moved on before its first request could leave."""
+    """Raised from the request gate when the routing's lease moved on before its first write could leave."""
 
 
 def _attempt_outcome(error: ProviderError) -> str:
@@ -786,7 +789,10 @@ async def drain(
     except* DatabaseUnavailable as group_error:
         # the database stayed away longer than DB_RETRY_SECONDS: stop here; what the run still holds is released
         # when it ends (delivery/leases.py), or its leases expire if the database is still gone then
-        total.stopped, total.database_unavailable = str(group_error.exceptions[0]), True
+        first: BaseException = group_error
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        total.stopped, total.database_unavailable = str(first), True
         log.error("delivery run %s stopped: %s", run_id, total.stopped)
     finally:
         await live.aclose()

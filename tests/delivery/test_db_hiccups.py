@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration_core.db.retry import DatabaseUnavailable, is_transient, retry_transient, retry_transient_sync
 from integration_core.delivery.engine import BatchSummary, drain
-from integration_core.delivery.runs import run_with_leases
+from integration_core.delivery.runs import release_held, run_async, run_with_leases
 from integration_core.settings import Settings
 from tests.delivery.conftest import (
     SandboxHandle,
@@ -150,4 +151,56 @@ def test_backends_killed_during_a_batch_do_not_fail_the_run(
         conn.execute(text("UPDATE job_routings SET next_attempt_at = now() WHERE status <> 'synced'"))
     run(database_url, lambda e: drain(e, engine_settings, company, "run-after", time_budget_seconds=30))
     assert statuses(db) == {"synced": 60}
+    assert set(sandbox_marker_counts(sandbox, tenant, "booking").values()) == {1}
+
+
+def test_a_run_whose_database_stays_away_stops_cleanly_and_nothing_is_lost(
+    db: Engine, database_url: str, engine_settings: Settings, sandbox: SandboxHandle, world: World
+) -> None:
+    """Longer than DB_RETRY_SECONDS without a database: the run stops (it does not crash), says why, and once
+    the database is back what it held is given back and delivered, once."""
+    company, tenant = add_receiver(db, sandbox, rate=5)  # 30 routings: six seconds of work
+    add_routings(db, world, company, 30)
+    admin_engine = create_engine(make_url(database_url).set(database="postgres"))
+    name = make_url(database_url).database
+    settings = engine_settings.model_copy(update={"db_retry_seconds": 1.0})
+
+    def database_goes_away() -> None:
+        deadline = time.monotonic() + 30
+        while sandbox.inspect(tenant)["accepted_requests"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with admin_engine.connect() as admin:
+            admin.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            admin.commit()
+
+    outage = threading.Thread(target=database_goes_away)
+
+    async def body(engine: AsyncEngine, s: Settings) -> BatchSummary:
+        outage.start()
+        return await drain(engine, s, company, "run-outage", time_budget_seconds=60, rng=random.Random(4))
+
+    try:
+        summary = run_async(settings, body)
+        outage.join(30)
+    finally:
+        with admin_engine.connect() as admin:
+            admin.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+            admin.commit()
+        admin_engine.dispose()
+    assert summary.database_unavailable and "database unavailable" in (summary.stopped or "")
+
+    db.dispose()
+    released = release_held(settings, "run-outage", holder_stopped=True)  # as the run's end does
+    assert released is not None
+    with db.begin() as conn:
+        conn.execute(text("UPDATE job_routings SET next_attempt_at = now() WHERE status <> 'synced'"))
+    run(database_url, lambda e: drain(e, engine_settings, company, "run-after", time_budget_seconds=30))
+    assert statuses(db) == {"synced": 30}
     assert set(sandbox_marker_counts(sandbox, tenant, "booking").values()) == {1}
