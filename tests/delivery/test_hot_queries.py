@@ -259,7 +259,10 @@ def backlog(db: Engine, world: World) -> Iterator[list[uuid.UUID]]:
             {"c": companies},
         )
     with db.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM (ANALYZE) job_routings"))
+        # every table the queries read: statistics left by earlier tests must not steer the planner's estimates
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            text("VACUUM (ANALYZE) job_routings, companies, provider_connections, jobs")
+        )
     yield companies
 
 
