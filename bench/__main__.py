@@ -229,11 +229,64 @@ def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str
 # --------------------------------------------------------------------------------------------------------------
 
 
+def add_receiver(
+    session: Any,
+    sandbox: httpx.Client,
+    i: int,
+    *,
+    tenant: str,
+    label: str,
+    zip_code: str,
+    mode: str = "booking",
+    rate: float | None = None,
+    faults: dict[str, Any] | None = None,
+) -> uuid.UUID:
+    """Receiving company `i` (skill `trade_{i}`, one zip) on its own sandbox tenant, with its connection; `rate`
+    sets the tenant's budget and the connection's alike (requests/s), `faults` the tenant's fault injection."""
+    from integration_core.directory import create_company, upsert_connection
+    from integration_core.schemas import CompanyCreate, ConnectionCreate
+
+    creds = {"client_id": f"cid.{label}{i}", "client_secret": f"cs1.{label}{i}", "app_key": f"ak1.{label}"}
+    limits = {} if rate is None else {"rate": rate, "burst": max(1, int(rate))}
+    r = sandbox.post("/_sandbox/tenants", json={"tenant_id": tenant, **creds, **limits})
+    r.raise_for_status()
+    t = r.json()
+    if faults:
+        sandbox.put(f"/_sandbox/tenants/{tenant}/faults", json={**faults, "seed": i}).raise_for_status()
+    company = create_company(
+        session,
+        CompanyCreate.model_validate(
+            {
+                "name": f"{label.title()} Receiver {i:02d}",
+                "service_zip_codes": [zip_code],
+                "skills": [{"skill": f"trade_{i}", "level": "expert", "primary": True}],
+            }
+        ),
+        actor="bench",
+    )
+    connection: dict[str, Any] = {
+        "environment": "sandbox",
+        "base_url": str(sandbox.base_url).rstrip("/"),
+        "tenant_id": tenant,
+        **creds,
+        "delivery_mode": mode,
+        "booking_provider_id": t["booking_provider_ids"][0],
+        "business_unit_id": t["business_unit_ids"][0],
+        "job_type_id": t["job_type_ids"][0],
+        "campaign_id": t["campaign_ids"][0],
+        "external_data_guid": t["external_data_guid"],
+    }
+    if rate is not None:
+        connection |= {"rate_limit_per_second": rate, "rate_limit_burst": max(1, int(rate))}
+    upsert_connection(
+        session, company.id, ConnectionCreate.model_validate(connection), secret_key=SECRET, actor="bench"
+    )
+    return company.id
+
+
 def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> dict[str, Any]:
     from integration_core.db import embedded
     from integration_core.db.engine import session_scope
-    from integration_core.directory import create_company, upsert_connection
-    from integration_core.schemas import CompanyCreate, ConnectionCreate
     from integration_core.seed import demo_company_id, demo_technician_id
     from integration_core.stack import LocalStack
 
@@ -247,48 +300,9 @@ def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> d
         engine = create_engine(url)
         zip_code = "73301"
         # ten receiving companies in one area, each on its own sandbox tenant (booking mode)
-        receivers = []
-        with session_scope(engine) as session:
+        with httpx.Client(base_url=stack.sandbox_url, timeout=30) as sandbox, session_scope(engine) as session:
             for i in range(companies):
-                tenant = str(8001 + i)
-                t = httpx.post(
-                    stack.sandbox_url + "/_sandbox/tenants",
-                    json={
-                        "tenant_id": tenant,
-                        "client_id": f"cid.e2e{i}",
-                        "client_secret": f"cs1.e2e{i}",
-                        "app_key": "ak1.e2e",
-                    },
-                ).json()
-                c = create_company(
-                    session,
-                    CompanyCreate.model_validate(
-                        {
-                            "name": f"E2E Receiver {i:02d}",
-                            "service_zip_codes": [zip_code],
-                            "skills": [{"skill": f"trade_{i}", "level": "expert", "primary": True}],
-                        }
-                    ),
-                    actor="bench",
-                )
-                upsert_connection(
-                    session,
-                    c.id,
-                    ConnectionCreate.model_validate(
-                        {
-                            "environment": "sandbox",
-                            "base_url": stack.sandbox_url,
-                            "tenant_id": tenant,
-                            "client_id": f"cid.e2e{i}",
-                            "client_secret": f"cs1.e2e{i}",
-                            "app_key": "ak1.e2e",
-                            "booking_provider_id": t["booking_provider_ids"][0],
-                        }
-                    ),
-                    secret_key=SECRET,
-                    actor="bench",
-                )
-                receivers.append(c.id)
+                add_receiver(session, sandbox, i, tenant=str(8001 + i), label="e2e", zip_code=zip_code)
         api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
         referrer, tech = demo_company_id("handy-neighbors"), demo_technician_id("handy-neighbors")
         job_ids: list[str] = []

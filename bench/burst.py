@@ -385,67 +385,25 @@ def _setup_companies(
 ) -> list[tuple[uuid.UUID, str, str]]:
     """Receiving companies (skill `trade_{i}`, one zip), each on its own sandbox tenant: even ones booking mode,
     odd ones job mode. Returns (company id, tenant id, mode)."""
+    from bench.__main__ import add_receiver
     from integration_core.db.engine import session_scope
-    from integration_core.directory import create_company, upsert_connection
-    from integration_core.schemas import CompanyCreate, ConnectionCreate
 
     out: list[tuple[uuid.UUID, str, str]] = []
     with httpx.Client(base_url=sandbox_url, timeout=30) as sandbox, session_scope(engine) as session:
         for i in range(companies):
-            tenant = str(TENANT_BASE + i)
-            mode = "booking" if i % 2 == 0 else "job"
-            r = sandbox.post(
-                "/_sandbox/tenants",
-                json={
-                    "tenant_id": tenant,
-                    "client_id": f"cid.burst{i}",
-                    "client_secret": f"cs1.burst{i}",
-                    "app_key": "ak1.burst",
-                    "rate": rate,
-                    "burst": max(1, int(rate)),
-                    "name": f"Burst tenant {i:02d}",
-                },
-            )
-            r.raise_for_status()
-            t = r.json()
-            if faults:
-                sandbox.put(f"/_sandbox/tenants/{tenant}/faults", json={**faults, "seed": i}).raise_for_status()
-            c = create_company(
+            tenant, mode = str(TENANT_BASE + i), "booking" if i % 2 == 0 else "job"
+            company = add_receiver(
                 session,
-                CompanyCreate.model_validate(
-                    {
-                        "name": f"Burst Receiver {i:02d}",
-                        "service_zip_codes": [ZIP_CODE],
-                        "skills": [{"skill": f"trade_{i}", "level": "expert", "primary": True}],
-                    }
-                ),
-                actor="bench",
+                sandbox,
+                i,
+                tenant=tenant,
+                label="burst",
+                zip_code=ZIP_CODE,
+                mode=mode,
+                rate=rate,
+                faults=faults,
             )
-            upsert_connection(
-                session,
-                c.id,
-                ConnectionCreate.model_validate(
-                    {
-                        "environment": "sandbox",
-                        "base_url": sandbox_url,
-                        "tenant_id": tenant,
-                        "client_id": f"cid.burst{i}",
-                        "client_secret": f"cs1.burst{i}",
-                        "app_key": "ak1.burst",
-                        "delivery_mode": mode,
-                        "booking_provider_id": t["booking_provider_ids"][0],
-                        "business_unit_id": t["business_unit_ids"][0],
-                        "job_type_id": t["job_type_ids"][0],
-                        "campaign_id": t["campaign_ids"][0],
-                        "external_data_guid": t["external_data_guid"],
-                        "rate_limit_per_second": rate,
-                        "rate_limit_burst": max(1, int(rate)),
-                    }
-                ),
-                secret_key=SECRET,
-                actor="bench",
-            )
-            out.append((c.id, tenant, mode))
+            out.append((company, tenant, mode))
     return out
 
 
