@@ -62,7 +62,8 @@ def prioritise_retries(instance: dg.DagsterInstance) -> int:
     moved = 0
     for record in queued:
         tags = record.dagster_run.tags
-        if tags.get("dagster/parent_run_id") and int(tags.get("dagster/priority", "0")) < RETRY_PRIORITY:
+        priority = tags.get("dagster/priority", "0")
+        if tags.get("dagster/parent_run_id") and (not priority.lstrip("-").isdigit() or int(priority) < RETRY_PRIORITY):
             instance.add_run_tags(record.dagster_run.run_id, {"dagster/priority": str(RETRY_PRIORITY)})
             moved += 1
     return moved
