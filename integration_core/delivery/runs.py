@@ -76,7 +76,8 @@ def _hand_on(signum: int) -> None:
     DagsterExecutionInterruptedError, Python's SIGINT handler KeyboardInterrupt)."""
     handler = signal.getsignal(signum)
     if callable(handler):
-        handler(signum, None)
+        handler(signum, None)  # usually raises; one that only takes note leaves the run to end cancelled
+        return
     raise SystemExit(128 + signum)  # the default action of SIGTERM: end the process (the leases are released)
 
 
