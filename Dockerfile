@@ -21,11 +21,12 @@ RUN uv sync --frozen --no-dev --no-install-project
 
 COPY integration_core ./integration_core
 COPY pipelines ./pipelines
+COPY sandboxes ./sandboxes
 COPY migrations ./migrations
 COPY alembic.ini dagster.yaml workspace.yaml ./
 COPY deploy ./deploy
 RUN uv sync --frozen --no-dev \
-    && /opt/venv/bin/python -m compileall -q integration_core pipelines
+    && /opt/venv/bin/python -m compileall -q integration_core pipelines sandboxes
 # (bytecode at build time: each Dagster run is a fresh process and PYTHONDONTWRITEBYTECODE is set)
 
 # the Dagster instance every Dagster process reads ($DAGSTER_HOME/dagster.yaml; storage from DAGSTER_POSTGRES_URL)

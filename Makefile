@@ -26,7 +26,7 @@ help: ## List the commands, one line each
 
 $(SI): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
-	$(PY) -m compileall -q integration_core pipelines
+	$(PY) -m compileall -q integration_core pipelines sandboxes
 	@touch $(SI)
 
 setup: $(SI) ## Create .venv with everything installed (from uv.lock)

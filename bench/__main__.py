@@ -83,7 +83,7 @@ def _fresh_database(admin: str, name: str) -> str:
 
 
 def _start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
-    from integration_core.http_server import free_port
+    from integration_core.local.http_server import free_port
 
     port = free_port()
     proc = subprocess.Popen(  # noqa: S603
@@ -108,7 +108,7 @@ def _start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
 def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str, Any]:
     from integration_core.db.engine import session_scope
     from integration_core.delivery.engine import drain
-    from integration_core.directory import create_company, upsert_connection
+    from integration_core.referrals.directory import create_company, upsert_connection
     from integration_core.schemas import CompanyCreate, ConnectionCreate
     from integration_core.settings import Settings
 
@@ -243,7 +243,7 @@ def add_receiver(
 ) -> uuid.UUID:
     """Receiving company `i` (skill `trade_{i}`, one zip) on its own sandbox tenant, with its connection; `rate`
     sets the tenant's budget and the connection's alike (requests/s), `faults` the tenant's fault injection."""
-    from integration_core.directory import create_company, upsert_connection
+    from integration_core.referrals.directory import create_company, upsert_connection
     from integration_core.schemas import CompanyCreate, ConnectionCreate
 
     creds = {"client_id": f"cid.{label}{i}", "client_secret": f"cs1.{label}{i}", "app_key": f"ak1.{label}"}
@@ -287,8 +287,8 @@ def add_receiver(
 def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> dict[str, Any]:
     from integration_core.db import embedded
     from integration_core.db.engine import session_scope
-    from integration_core.seed import demo_company_id, demo_technician_id
-    from integration_core.stack import LocalStack
+    from integration_core.local.seed import demo_company_id, demo_technician_id
+    from integration_core.local.stack import LocalStack
 
     data_dir = Path(tempfile.mkdtemp(prefix="si-bench-e2e-"))
     env = {"API_TOKEN": TOKEN, "SECRET_KEY": SECRET, "SANDBOX_OFFICE_ENABLED": "false"}
@@ -388,7 +388,7 @@ def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> d
 
 def sandbox_startup(runs: int = 5) -> dict[str, Any]:
     """`si sandbox serve`: process start → first /_sandbox/health answer, median of `runs` (target < 2 s)."""
-    from integration_core.http_server import free_port
+    from integration_core.local.http_server import free_port
 
     timings: list[float] = []
     for _ in range(runs):

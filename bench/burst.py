@@ -6,7 +6,7 @@ Run one alone (prints its result as JSON; exit 0 when its targets are met, 1 oth
     .venv/bin/python -m bench.burst burst_chaos
     .venv/bin/python -m bench.burst burst --referrals 100 --companies 10 --wait 120   # a smaller one
 
-Both start the whole service (`integration_core.stack.LocalStack`: sandbox, API, Dagster webserver + daemon + code
+Both start the whole service (`integration_core.local.stack.LocalStack`: sandbox, API, Dagster webserver + daemon + code
 server) on the database a user would use: the PostgreSQL server answering on 127.0.0.1:5432 (`--server`), else
 the embedded server in the stack's data directory, as `e2e` does. Each scenario gets a fresh application database
 and a fresh Dagster database on that server (DATABASE_URL / DAGSTER_DATABASE_URL), dropped at the end; the stack's
@@ -419,7 +419,7 @@ class _Posted:
 def _post(api_url: str, referrals: int, companies: int, concurrency: int) -> _Posted:
     """Post every referral as fast as the API takes them (`concurrency` in flight); a failed post is retried
     (same Idempotency-Key) up to 3 times."""
-    from integration_core.seed import demo_company_id, demo_technician_id
+    from integration_core.local.seed import demo_company_id, demo_technician_id
 
     referrer, tech = demo_company_id("handy-neighbors"), demo_technician_id("handy-neighbors")
     tag = uuid.uuid4().hex[:8]
@@ -661,7 +661,7 @@ def _scan_logs(data_dir: Path) -> dict[str, Any]:
 
 
 def _stack_processes(stack: Any) -> dict[str, Any]:
-    from integration_core.processes import pid_alive
+    from integration_core.local.processes import pid_alive
 
     state_file = Path(stack.data_dir) / "run" / "stack.json"
     procs: list[dict[str, Any]] = []
@@ -692,7 +692,7 @@ def _run(
     chaos: bool,
     server_url: str,
 ) -> dict[str, Any]:
-    from integration_core.stack import LocalStack
+    from integration_core.local.stack import LocalStack
 
     wall_started = time.monotonic()
     data_dir = Path(tempfile.mkdtemp(prefix=f"si-bench-{name.replace('_', '-')}-"))

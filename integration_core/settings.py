@@ -21,7 +21,7 @@ DEV_SECRET_KEY = "dev-secret-key"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# what `/api/health/component/{name}` and `si health` check (integration_core.health)
+# what `/api/health/component/{name}` and `si health` check (integration_core.operations.health)
 HEALTH_COMPONENTS = ("db", "providers", "dagster", "sandbox")
 
 
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, alias="API_PORT")
     api_page_size_max: int = Field(500, alias="API_PAGE_SIZE_MAX")
 
-    # Operator surface: health checks and the Dagster webserver's GraphQL API (integration_core.dagster_client)
+    # Operator surface: health checks and the Dagster webserver's GraphQL API (operations/dagster_client.py)
     # default: the local stack's webserver, http://127.0.0.1:$DAGSTER_WEBSERVER_PORT
     dagster_webserver_url: str | None = Field(None, alias="DAGSTER_WEBSERVER_URL")
     dagster_timeout_seconds: float = Field(3.0, gt=0, le=60, alias="DAGSTER_TIMEOUT_SECONDS")

@@ -47,7 +47,7 @@ from dagster._core.launcher.base import (
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from integration_core.delivery.runs import release_held
-from integration_core.processes import pid_alive
+from integration_core.local.processes import pid_alive
 from integration_core.settings import get_settings
 
 if TYPE_CHECKING:

@@ -139,7 +139,7 @@ def session_factory(db: Engine):
 def demo(db: Engine, settings):
     """The demo world (companies, technicians, sandbox connections) in the test database."""
     from integration_core.db.engine import session_scope
-    from integration_core.seed import seed_demo
+    from integration_core.local.seed import seed_demo
 
     with session_scope(db) as session:
         return seed_demo(session, secret_key=TEST_SECRET_KEY, sandbox_url=settings.servicetitan_sandbox_url)
@@ -149,7 +149,7 @@ def demo(db: Engine, settings):
 def api(db: Engine, settings) -> Iterator[str]:
     """The HTTP API served over loopback; yields its base URL."""
     from integration_core.api.app import create_app
-    from integration_core.http_server import serve_in_thread
+    from integration_core.local.http_server import serve_in_thread
 
     with serve_in_thread(create_app(settings, engine=db)) as url:
         yield url

@@ -246,7 +246,7 @@ def test_dagster_services_write_the_instance_file_from_the_settings(tmp_path: Pa
     environment and then runs the service's command: run here as the image would, with a command that shows
     the file it was given."""
     for name in DAGSTER_SERVICES:
-        assert SERVICES[name]["entrypoint"] == ["python", "-m", "integration_core.stack"]
+        assert SERVICES[name]["entrypoint"] == ["python", "-m", "integration_core.local.stack"]
         env = SERVICES[name]["environment"]
         assert env["DAGSTER_RUN_LAUNCHER"] == "${DAGSTER_RUN_LAUNCHER:-}"
         assert env["DAGSTER_MAX_CONCURRENT_RUNS"] == "${DAGSTER_MAX_CONCURRENT_RUNS:-}"
@@ -262,7 +262,7 @@ def test_dagster_services_write_the_instance_file_from_the_settings(tmp_path: Pa
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
         }
         out = subprocess.run(
-            [sys.executable, "-m", "integration_core.stack", "cat", str(home / "dagster.yaml")],
+            [sys.executable, "-m", "integration_core.local.stack", "cat", str(home / "dagster.yaml")],
             env=env,
             capture_output=True,
             text=True,

@@ -6,12 +6,13 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
-from integration_core import crypto, directory
+from integration_core import crypto
 from integration_core.db.models import Job, JobRouting, ProviderConnection
-from integration_core.demo import DEMO_TENANTS
-from integration_core.intake import create_job, rematch
+from integration_core.local.demo import DEMO_TENANTS
+from integration_core.local.seed import demo_company_id, demo_technician_id, seed_demo
+from integration_core.referrals import directory
+from integration_core.referrals.intake import create_job, rematch
 from integration_core.schemas import CompanyCreate, ConnectionCreate, JobCreate
-from integration_core.seed import demo_company_id, demo_technician_id, seed_demo
 from tests.conftest import TEST_SECRET_KEY
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from integration_core.db.models import SkillLevel
-from integration_core.matching import Candidate, match_job, rank, required_skills
+from integration_core.referrals.matching import Candidate, match_job, rank, required_skills
 
 E, I, B = SkillLevel.expert, SkillLevel.intermediate, SkillLevel.basic
 
@@ -172,7 +172,7 @@ def _company(
     active: bool = True,
     skills: list[tuple[str, str, bool]] | None = None,
 ) -> uuid.UUID:
-    from integration_core.directory import create_company
+    from integration_core.referrals.directory import create_company
     from integration_core.schemas import CompanyCreate
 
     data = CompanyCreate.model_validate(

@@ -12,9 +12,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from integration_core.api.deps import require_token
 from integration_core.api.routes import admin, health, jobs, routings
-from integration_core.dagster_client import DagsterUnavailable
 from integration_core.db.engine import get_engine, session_factory
 from integration_core.errors import Conflict, InvalidInput, NotFound
+from integration_core.operations.dagster_client import DagsterUnavailable
 from integration_core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ DAGSTER_DAEMON_CONNECTIONS = 12
 DAGSTER_WEBSERVER_CONNECTIONS = 4
 DAGSTER_PER_RUN_CONNECTIONS = 1  # a run worker's event writes (main thread) and its cancel watch, rarely together
 CODE_SERVER_SENSOR_THREADS = 4  # sensor evaluations at once (dagster.yaml sensors.num_workers)
-API_HEALTH_POOL = 2  # integration_core.health: one small pool for all provider checks
+API_HEALTH_POOL = 2  # integration_core.operations.health: one small pool for all provider checks
 
 
 class BudgetLine(BaseModel):

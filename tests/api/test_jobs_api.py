@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from integration_core.db.models import Job, JobRouting
-from integration_core.seed import demo_company_id, demo_technician_id
+from integration_core.local.seed import demo_company_id, demo_technician_id
 
 REFERRER = "handy-neighbors"
 

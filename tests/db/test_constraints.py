@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from integration_core.seed import demo_company_id, demo_technician_id
+from integration_core.local.seed import demo_company_id, demo_technician_id
 
 
 def _job(conn, **over: object) -> uuid.UUID:

@@ -39,7 +39,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from integration_core.http_server import free_port
+from integration_core.local.http_server import free_port
 from integration_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -276,9 +276,9 @@ def test_concurrent_referrals_with_one_idempotency_key_make_one_job_through_pgbo
     from sqlalchemy.orm import sessionmaker
 
     from integration_core.db.models import Job
-    from integration_core.intake import create_job
+    from integration_core.local.seed import demo_company_id, demo_technician_id
+    from integration_core.referrals.intake import create_job
     from integration_core.schemas import JobCreate
-    from integration_core.seed import demo_company_id, demo_technician_id
 
     data = JobCreate.model_validate(
         {

@@ -19,8 +19,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from integration_core.db.engine import session_scope
-from integration_core.directory import create_company, upsert_connection
-from integration_core.http_server import free_port
+from integration_core.local.http_server import free_port
+from integration_core.referrals.directory import create_company, upsert_connection
 from integration_core.schemas import CompanyCreate, ConnectionCreate
 from integration_core.settings import Settings
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from integration_core.http_server import free_port
-from integration_core.seed import demo_company_id, demo_technician_id
+from integration_core.local.http_server import free_port
+from integration_core.local.seed import demo_company_id, demo_technician_id
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
 from tests.e2e.conftest import wait_for
 

@@ -15,8 +15,8 @@ import httpx
 import psycopg
 import pytest
 
-from integration_core.seed import demo_company_id, demo_technician_id
-from integration_core.stack import LocalStack
+from integration_core.local.seed import demo_company_id, demo_technician_id
+from integration_core.local.stack import LocalStack
 from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY, _psycopg_url
 from tests.e2e.conftest import wait_for
 
@@ -139,7 +139,7 @@ def test_a_sensor_launched_run_delivers_and_stopping_the_stack_cancels_it(
     forkserver and records it on the run; `default` (Dagster's stock DefaultRunLauncher) has the code server
     spawn it. Stopping the stack while the run lingers for work ends that run CANCELED, not failed, and leaves
     no run worker behind."""
-    from integration_core.dagster_client import DagsterClient
+    from integration_core.operations.dagster_client import DagsterClient
     from pipelines.launcher import HOST_TAG, PID_TAG
 
     launcher = stack.env["DAGSTER_RUN_LAUNCHER"]
@@ -191,7 +191,7 @@ def test_a_killed_run_worker_is_failed_by_run_monitoring_and_retried(stack: Loca
     """SIGKILL a run worker (OOM, a kill -9): run monitoring asks the launcher, which finds the process gone, so
     the run is failed rather than left STARTED forever; the crash-only retry policy relaunches it, and delivery
     goes on — the next referral is synced, and nothing was delivered twice."""
-    from integration_core.dagster_client import DagsterClient
+    from integration_core.operations.dagster_client import DagsterClient
     from pipelines.launcher import PID_TAG
 
     api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)

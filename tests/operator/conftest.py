@@ -3,7 +3,7 @@
 Dagster is an external dependency of `integration_core` (reached only through the webserver's GraphQL API), so
 the tests serve the genuine `dagster-webserver` ASGI app in-process, over a real Dagster instance (temporary
 SQLite storage, the queued run coordinator), with runs and daemon heartbeats written into that instance. Every
-query and mutation of `integration_core.dagster_client` thus runs against the real schema and resolvers.
+query and mutation of `integration_core.operations.dagster_client` thus runs against the real schema and resolvers.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _dagster_web() -> Iterator[DagsterHandle]:
     from dagster._core.workspace.load_target import EmptyWorkspaceTarget
     from dagster_webserver.app import create_app_from_workspace_process_context
 
-    from integration_core.http_server import serve_in_thread
+    from integration_core.local.http_server import serve_in_thread
 
     overrides = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}}
     with (
@@ -126,7 +126,7 @@ def ops_settings(settings: Settings, dagster_web: DagsterHandle) -> Settings:
 def serve_api(engine: Engine, settings: Settings) -> Iterator[httpx.Client]:
     """The HTTP API over loopback with these settings; yields a client that sends the token."""
     from integration_core.api.app import create_app
-    from integration_core.http_server import serve_in_thread
+    from integration_core.local.http_server import serve_in_thread
 
     with (
         serve_in_thread(create_app(settings, engine=engine)) as url,

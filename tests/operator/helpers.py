@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from integration_core.db.engine import session_scope
-from integration_core.directory import create_company, upsert_connection
+from integration_core.referrals.directory import create_company, upsert_connection
 from integration_core.schemas import CompanyCreate, ConnectionCreate
 from tests.conftest import TEST_SECRET_KEY
 from tests.delivery.conftest import World

@@ -1,4 +1,4 @@
-"""integration_core.dagster_client against the real Dagster GraphQL schema and a real webserver."""
+"""integration_core.operations.dagster_client against the real Dagster GraphQL schema and a real webserver."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from integration_core.dagster_client import DOCUMENTS, DagsterClient, DagsterUnavailable
-from integration_core.http_server import serve_in_thread
+from integration_core.local.http_server import serve_in_thread
+from integration_core.operations.dagster_client import DOCUMENTS, DagsterClient, DagsterUnavailable
 from tests.operator.conftest import DEAD_URL, DagsterHandle
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -36,9 +36,9 @@ from typer.testing import CliRunner
 
 from integration_core.cli import app
 from integration_core.db.engine import session_scope
-from integration_core.demo import DEMO_APP_KEY, DEMO_TENANTS
-from integration_core.http_server import free_port
-from integration_core.seed import demo_company_id, demo_technician_id, seed_demo
+from integration_core.local.demo import DEMO_APP_KEY, DEMO_TENANTS
+from integration_core.local.http_server import free_port
+from integration_core.local.seed import demo_company_id, demo_technician_id, seed_demo
 from integration_core.settings import Settings, get_settings
 from tests.conftest import SHARED, TEST_API_TOKEN, TEST_SECRET_KEY
 from tests.operator.conftest import DagsterHandle, serve_api, with_settings

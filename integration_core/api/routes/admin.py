@@ -12,11 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 
-from integration_core import admin, directory
-from integration_core import health as checks
 from integration_core.api.deps import SessionDep, SettingsDep
 from integration_core.api.routes.jobs import Limit, Offset
 from integration_core.errors import NotFound
+from integration_core.operations import admin
+from integration_core.operations import health as checks
+from integration_core.referrals import directory
 from integration_core.schemas import (
     ClearQueuesOut,
     CompanyCreate,

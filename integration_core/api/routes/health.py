@@ -1,4 +1,4 @@
-"""Health: unauthenticated, honest, cheap enough to poll (integration_core/health.py does the checks).
+"""Health: unauthenticated, honest, cheap enough to poll (integration_core/operations/health.py does the checks).
 
 `GET /api/health` answers 503 when a required component (`HEALTH_REQUIRED_COMPONENTS`, default `db`) is down,
 200 otherwise (`degraded` names what else is not up). `GET /api/health/component/{name}` checks one component
@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
-from integration_core import health as checks
+from integration_core.operations import health as checks
 from integration_core.settings import HEALTH_COMPONENTS, Settings
 
 router = APIRouter(prefix="/api/health", tags=["health"])

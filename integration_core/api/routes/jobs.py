@@ -9,10 +9,10 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from integration_core import intake
 from integration_core.api.deps import SessionDep, SettingsDep
-from integration_core.api.views import job_out, routing_out
 from integration_core.db.models import Job, JobRouting, RoutingStatus
+from integration_core.operations.routings import job_out, routing_out
+from integration_core.referrals import intake
 from integration_core.schemas import JobCreate, JobOut, Page, RoutingOut
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])

@@ -11,10 +11,10 @@ from sqlalchemy.orm import selectinload
 
 from integration_core.api.deps import SessionDep, SettingsDep
 from integration_core.api.routes.jobs import Limit, Offset, routings_page
-from integration_core.api.views import routing_detail_out
 from integration_core.db.models import JobRouting, RoutingStatus
 from integration_core.delivery.dryrun import dry_run as core_dry_run
 from integration_core.delivery.retry import retry_failed
+from integration_core.operations.routings import routing_detail_out
 from integration_core.schemas import DryRunOut, Page, RetryOut, RetryRequest, RoutingDetailOut, RoutingOut
 
 router = APIRouter(prefix="/api/routings", tags=["routings"])

@@ -23,10 +23,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from integration_core.demo import DEMO_TENANTS
-from integration_core.http_server import serve_in_thread
-from integration_core.providers.servicetitan.sandbox import Sandbox, SandboxConfig, create_app
-from integration_core.providers.servicetitan.spec import (
+from integration_core.local.demo import DEMO_TENANTS
+from integration_core.local.http_server import serve_in_thread
+from sandboxes.servicetitan import Sandbox, SandboxConfig, create_app
+from sandboxes.servicetitan.spec import (
     SyncValidatingTransport,
     ValidatingTransport,
     get_definitions,

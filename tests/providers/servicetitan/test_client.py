@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration_core.demo import DEMO_TENANTS
+from integration_core.local.demo import DEMO_TENANTS
 from integration_core.providers.base import (
     AuthFailed,
     Permanent,
@@ -26,7 +26,7 @@ from integration_core.providers.base import (
 from integration_core.providers.servicetitan import mapping
 from integration_core.providers.servicetitan.auth import TokenCache
 from integration_core.providers.servicetitan.client import ServiceTitanClient
-from integration_core.providers.servicetitan.spec import ValidatingTransport
+from sandboxes.servicetitan.spec import ValidatingTransport
 from tests.providers.servicetitan.client_helpers import assert_safe, connection, delivery_request
 from tests.providers.servicetitan.conftest import SandboxHandle, TenantCreds
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from integration_core.providers.base import ConnectionConfig, DeliveryRequest
 from integration_core.providers.servicetitan import mapping
 from integration_core.providers.servicetitan.models import InvoiceResponse
-from integration_core.providers.servicetitan.spec import get_definitions
+from sandboxes.servicetitan.spec import get_definitions
 
 ROUTING_ID = uuid.UUID("6d2794b6-9b94-493a-9188-c6cdcb181024")
 GUID = uuid.UUID("235fc569-b4ce-4159-95a5-2389ebc03127")

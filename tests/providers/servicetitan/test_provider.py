@@ -25,7 +25,7 @@ from integration_core.providers.base import (
 from integration_core.providers.servicetitan import mapping
 from integration_core.providers.servicetitan.auth import TokenCache
 from integration_core.providers.servicetitan.provider import ServiceTitanProvider
-from integration_core.providers.servicetitan.spec import ValidatingTransport
+from sandboxes.servicetitan.spec import ValidatingTransport
 from tests.providers.servicetitan.client_helpers import (
     assert_safe,
     connection,

@@ -1,6 +1,6 @@
 """`si` operator commands: health, status, routings, connections, companies, dry runs, the run queue.
 
-Registered on the `si` app by `integration_core/cli.py`. They read and write the database directly (like the
+Registered on the `si` app by `integration_core/cli/main.py`. They read and write the database directly (like the
 API, through the same core functions), and reach Dagster through its webserver's GraphQL API.
 
 Exit codes: 0 ok · 1 the operation failed · 2 usage error · 3 a dependency (database, Dagster, provider) is
@@ -20,9 +20,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from integration_core.dagster_client import DagsterUnavailable
 from integration_core.domain import RoutingStatus
 from integration_core.errors import InvalidInput, NotFound
+from integration_core.operations.dagster_client import DagsterUnavailable
 from integration_core.settings import get_settings
 
 if TYPE_CHECKING:  # the database layer is imported when a command runs: `si sandbox serve` starts fast
@@ -128,7 +128,7 @@ def health_cmd(
 ) -> None:
     """Check the database, the provider connections, Dagster and the sandbox (the checks of GET /api/health);
     exit 3 when a required component (HEALTH_REQUIRED_COMPONENTS) is down, or the one component asked for."""
-    from integration_core import health
+    from integration_core.operations import health
     from integration_core.settings import HEALTH_COMPONENTS
 
     settings = get_settings()
@@ -179,7 +179,7 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the same JSON as GET /api/admin/queue-stats")] = False,
 ) -> None:
     """Routings by status per receiving company, the oldest pending routing, and Dagster's run queue."""
-    from integration_core import admin
+    from integration_core.operations import admin
 
     company_id = _parse_uuid(company, "company") if company else None
     with _session() as session:
@@ -217,7 +217,7 @@ def rate_limits_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the same JSON as GET /api/admin/rate-limits")] = False,
 ) -> None:
     """Per tenant: rate, tokens available now, Retry-After backoff, 429s in the last hour."""
-    from integration_core import admin
+    from integration_core.operations import admin
 
     with _session() as session:
         limits = admin.rate_limits(session, get_settings())
@@ -256,8 +256,8 @@ def routings_list(
     from sqlalchemy import select
     from sqlalchemy.orm import selectinload
 
-    from integration_core.api.views import routing_out
     from integration_core.db.models import JobRouting
+    from integration_core.operations.routings import routing_out
 
     company_id = _parse_uuid(company, "company") if company else None
     with _session() as session:
@@ -297,8 +297,8 @@ def routings_show(
     from sqlalchemy import select
     from sqlalchemy.orm import selectinload
 
-    from integration_core.api.views import routing_detail_out
     from integration_core.db.models import JobRouting
+    from integration_core.operations.routings import routing_detail_out
 
     rid = _parse_uuid(routing_id, "routing")
     with _session() as session:
@@ -437,7 +437,7 @@ def dry_run_cmd(
 @connections_app.command("list")
 def connections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every provider connection: health, mode, last success / failure (the same as GET /api/admin/providers)."""
-    from integration_core import admin
+    from integration_core.operations import admin
 
     with _session() as session:
         rows = admin.list_providers(session, get_settings())
@@ -499,7 +499,7 @@ def connections_add(
     stored encrypted and never printed."""
     from pydantic import ValidationError
 
-    from integration_core import directory
+    from integration_core.referrals import directory
     from integration_core.schemas import ConnectionCreate
 
     settings = get_settings()
@@ -550,7 +550,8 @@ def connections_add(
 def connections_test(company_id: Annotated[str, typer.Argument(help="company id")]) -> None:
     """Check the company's connection now: token, a cheap read, the configured ids (exit 1 if it fails, 3 if
     the provider cannot be reached)."""
-    from integration_core import directory, health
+    from integration_core.operations import health
+    from integration_core.referrals import directory
 
     cid = _parse_uuid(company_id, "company")
     with _session() as session:
@@ -565,7 +566,7 @@ def connections_test(company_id: Annotated[str, typer.Argument(help="company id"
 
 
 def _toggle(company_id: str, enabled: bool) -> None:
-    from integration_core import directory
+    from integration_core.referrals import directory
 
     cid = _parse_uuid(company_id, "company")
     with _session() as session:
@@ -601,7 +602,7 @@ def companies_list(
     as_json: Annotated[bool, typer.Option("--json", help="the same JSON as GET /api/admin/companies")] = False,
 ) -> None:
     """Companies with their skills, service area and provider connection."""
-    from integration_core import admin
+    from integration_core.operations import admin
 
     flag = {"active": True, "disabled": False}.get(active or "all")
     with _session() as session:
@@ -630,7 +631,7 @@ def companies_list(
 @companies_app.command("show")
 def companies_show(company_id: Annotated[str, typer.Argument(help="company id")]) -> None:
     """One company as JSON (skills, technicians, provider summary)."""
-    from integration_core import admin
+    from integration_core.operations import admin
 
     cid = _parse_uuid(company_id, "company")
     with _session() as session:
@@ -646,7 +647,7 @@ def companies_show(company_id: Annotated[str, typer.Argument(help="company id")]
 @queue_app.command("list")
 def queue_list() -> None:
     """Queued Dagster runs (one per receiving company at most is launched at a time)."""
-    from integration_core.dagster_client import DagsterClient
+    from integration_core.operations.dagster_client import DagsterClient
 
     with _errors():
         runs = DagsterClient.from_settings(get_settings()).queued_runs()
@@ -661,7 +662,7 @@ def queue_list() -> None:
 def queue_clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False) -> None:
     """Cancel every queued Dagster run (POST /api/admin/clear-queues). Routings are untouched: pending work
     stays pending and the sensor requests fresh runs."""
-    from integration_core import admin
+    from integration_core.operations import admin
 
     if not yes:
         typer.confirm("Cancel every queued Dagster run?", abort=True)

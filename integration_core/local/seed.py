@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from integration_core import directory
 from integration_core.db.models import Company, CompanySkill, ProviderConnection, Technician
-from integration_core.demo import DEMO_COMPANIES, DemoCompany
+from integration_core.local.demo import DEMO_COMPANIES, DemoCompany
+from integration_core.referrals import directory
 from integration_core.schemas import ConnectionCreate
 
 DEMO_NAMESPACE = uuid.UUID("8f6c1f64-3f7e-4d1a-9a43-1b1c5d0e2a77")

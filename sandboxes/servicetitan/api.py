@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..spec import Definitions
 from .auth import SCOPES
 from .errors import ApiError, error_body, json_response, validation_error
 from .faults import FaultDecision
 from .queries import Query, apply_sort, filter_active, filter_dates, filter_ids, paginate, parse_dt
+from .spec import Definitions
 from .state import PRIORITIES, Booking, Contact, Job, Location, Sandbox, Tenant, fmt_dt
 
 Handler = Callable[["Ctx"], tuple[int, Any]]

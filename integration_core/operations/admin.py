@@ -9,10 +9,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from integration_core import audit
-from integration_core.dagster_client import DagsterClient, DagsterUnavailable
 from integration_core.db import budget
 from integration_core.db.models import Company, ProviderConnection, RoutingStatus, Technician
-from integration_core.directory import connection_out
+from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
+from integration_core.referrals.directory import connection_out
 from integration_core.schemas import (
     CancelledRunOut,
     ClearQueuesOut,

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..spec import Definitions
 from .config import AppliesTo, ConfigError, parse_faults, parse_office
 from .errors import json_response
 from .office import Office
+from .spec import Definitions
 from .state import Sandbox, Tenant, TransitionError
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from integration_core.providers.servicetitan.spec import ValidatingTransport
+from sandboxes.servicetitan.spec import ValidatingTransport
 
-from .conftest import BOOKINGS, SandboxHandle, TenantClient, TenantCreds, booking_payload
+from tests.providers.servicetitan.conftest import BOOKINGS, SandboxHandle, TenantClient, TenantCreds, booking_payload
 
 ROUTE = "POST /crm/v2/tenant/{tenant}/booking-provider/{booking_provider}/bookings"
 

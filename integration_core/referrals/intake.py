@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from integration_core import audit
 from integration_core.db.models import Company, Job, JobRouting, JobStatus, RoutingStatus, Technician
 from integration_core.errors import Conflict, InvalidInput
-from integration_core.matching import Match, match_job
+from integration_core.referrals.matching import Match, match_job
 from integration_core.schemas import JobCreate
 
 

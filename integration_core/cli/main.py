@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from integration_core import cli_ops
+from integration_core.cli import ops as cli_ops
 from integration_core.settings import PROJECT_ROOT, ConfigurationError, get_settings
 
 app = typer.Typer(help="Service Integration: operator commands.", no_args_is_help=True, add_completion=False)
@@ -231,7 +231,7 @@ def db_reset(yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = Fa
     console.print("database reset to an empty schema at head")
 
 
-# --- operator commands (integration_core/cli_ops.py) ---------------------------------------------------------
+# --- operator commands (integration_core/cli/ops.py) ---------------------------------------------------------
 # health, status, dry-run, rate-limits, routings …, connections …, companies …, queue …
 
 cli_ops.register(app)
@@ -280,7 +280,7 @@ def migrate_status() -> None:
 def seed_demo_cmd() -> None:
     """Create the demo companies, technicians, skills and sandbox connections (idempotent)."""
     from integration_core.db.engine import session_scope
-    from integration_core.seed import demo_company_id, demo_technician_id, seed_demo
+    from integration_core.local.seed import demo_company_id, demo_technician_id, seed_demo
 
     settings = get_settings()
     with session_scope() as session:
@@ -295,7 +295,7 @@ def seed_demo_cmd() -> None:
     )
     from rich.table import Table
 
-    from integration_core.demo import DEMO_COMPANIES
+    from integration_core.local.demo import DEMO_COMPANIES
 
     table = Table("company", "company id", "technician id", "zip codes", "connected")
     for c in DEMO_COMPANIES:
@@ -339,7 +339,7 @@ def api_serve(
 def jobs_rematch() -> None:
     """Match `unmatched` jobs again (after companies or service areas changed)."""
     from integration_core.db.engine import session_scope
-    from integration_core.intake import rematch
+    from integration_core.referrals.intake import rematch
 
     with session_scope() as session:
         result = rematch(session, top_n=get_settings().routing_top_n)
@@ -359,7 +359,7 @@ def sandbox_serve(
     demo_tenants: Annotated[bool, typer.Option(help="seed the demo tenants")] = True,
 ) -> None:
     """Serve the ServiceTitan sandbox (the demo tenants are seeded). Control API: /_sandbox (docs/sandbox.md)."""
-    from integration_core.providers.servicetitan.sandbox import OfficeConfig, SandboxConfig, serve
+    from sandboxes.servicetitan import OfficeConfig, SandboxConfig, serve
 
     config = SandboxConfig(
         seed=seed,
@@ -404,7 +404,7 @@ def run(
     """Run the whole service in the foreground; Ctrl-C stops every process it started."""
     import signal
 
-    from integration_core import stack
+    from integration_core.local import stack
 
     settings = get_settings()
     if stack.read_state(settings) and any(r["running"] for r in stack.status(settings)):
@@ -450,7 +450,7 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for health")
     import subprocess
     import time
 
-    from integration_core import stack
+    from integration_core.local import stack
 
     settings = get_settings()
     if stack.read_state(settings) and any(r["running"] for r in stack.status(settings)):
@@ -480,8 +480,8 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for health")
 @app.command("down")
 def down() -> None:
     """Stop a stack started with `si up` (and the embedded database)."""
-    from integration_core import stack
     from integration_core.db import embedded
+    from integration_core.local import stack
 
     settings = get_settings()
     console.print("stack stopped" if stack.stop_background(settings) else "no stack was running")
@@ -502,8 +502,8 @@ def _print_status(rows: list[dict[str, object]]) -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Each process of the local stack with its pid, port and health."""
-    from integration_core import stack
     from integration_core.db import embedded
+    from integration_core.local import stack
 
     settings = get_settings()
     rows = stack.status(settings)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from integration_core.demo import DEMO_COMPANIES, DEMO_TENANTS, DemoTenant
+from integration_core.local.demo import DEMO_COMPANIES, DEMO_TENANTS, DemoTenant
 
 from .auth import TokenSigner
 from .config import OfficeConfig, SandboxConfig

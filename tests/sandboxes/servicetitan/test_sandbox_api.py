@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import httpx
 
-from integration_core.providers.servicetitan.spec import EXPECT_INVALID_REQUEST
+from sandboxes.servicetitan.spec import EXPECT_INVALID_REQUEST
 
-from .conftest import BOOKINGS, JOBS, SandboxHandle, TenantClient, TenantCreds, booking_payload, job_payload
+from tests.providers.servicetitan.conftest import BOOKINGS, JOBS, SandboxHandle, TenantClient, TenantCreds, booking_payload, job_payload
 
 CUSTOMERS = "/crm/v2/tenant/{tenant}/customers"
 LOCATIONS = "/crm/v2/tenant/{tenant}/locations"
@@ -254,7 +254,7 @@ def test_lookups_for_the_demo_connection(st: TenantClient) -> None:
 
 
 def test_every_demo_tenant_is_seeded(st_client: httpx.Client, sandbox_handle: SandboxHandle) -> None:
-    from integration_core.demo import DEMO_TENANTS
+    from integration_core.local.demo import DEMO_TENANTS
 
     for demo in DEMO_TENANTS:
         creds = TenantCreds(

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import yaml
 
-from integration_core.processes import group_alive, pid_alive
+from integration_core.local.processes import group_alive, pid_alive
 from integration_core.settings import PROJECT_ROOT, Settings
 
 
@@ -125,7 +125,7 @@ def write_dagster_yaml(settings: Settings, home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
     header = (
-        "# Written by integration_core.stack from the repository's dagster.yaml (edit that one) with\n"
+        "# Written by integration_core.local.stack from the repository's dagster.yaml (edit that one) with\n"
         f"# DAGSTER_RUN_LAUNCHER={settings.dagster_run_launcher}, "
         f"DAGSTER_MAX_CONCURRENT_RUNS={settings.dagster_max_concurrent_runs}.\n"
     )
@@ -213,7 +213,7 @@ def _port_open(port: int) -> bool:
 
 def _daemons_heartbeating(settings: Settings) -> bool:
     """Every required Dagster daemon (sensors, schedules, run queue, ...) has heartbeated: the stack can work."""
-    from integration_core.dagster_client import DagsterClient, DagsterUnavailable
+    from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
 
     try:
         statuses = DagsterClient(f"http://127.0.0.1:{settings.dagster_webserver_port}", timeout=2).daemon_statuses()
@@ -290,7 +290,7 @@ class Supervisor:
     def _end_dagster_runs(self, timeout: float = 20) -> None:
         """Terminate in-progress runs through the webserver before its processes go: they end CANCELED (and
         their leases are released by the engine's fencing and reconcile), not as failures that raise alerts."""
-        from integration_core.dagster_client import DagsterClient, DagsterUnavailable
+        from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
 
         if not any(svc.name == "dagster-webserver" and p.poll() is None for svc, p in self.procs):
             return
@@ -376,7 +376,7 @@ class LocalStack:
     """
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *, embedded: bool = False) -> None:
-        from integration_core.http_server import free_port
+        from integration_core.local.http_server import free_port
 
         inherited = dict(os.environ)
         if embedded:
@@ -450,12 +450,12 @@ class LocalStack:
 
 
 def container_entrypoint(argv: list[str]) -> None:
-    """Entrypoint of the Dagster services in the image (docker-compose.yml): `python -m integration_core.stack
+    """Entrypoint of the Dagster services in the image (docker-compose.yml): `python -m integration_core.local.stack
     COMMAND...` rewrites $DAGSTER_HOME/dagster.yaml from the settings (run launcher, run cap), then becomes COMMAND."""
     from integration_core.settings import get_settings
 
     if not argv:
-        raise SystemExit("usage: python -m integration_core.stack COMMAND [ARGS...]")
+        raise SystemExit("usage: python -m integration_core.local.stack COMMAND [ARGS...]")
     write_dagster_yaml(get_settings(), Path(os.environ["DAGSTER_HOME"]))
     os.execvp(argv[0], argv)  # noqa: S606 - the container's own command
 

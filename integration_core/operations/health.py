@@ -34,8 +34,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from integration_core.dagster_client import DagsterClient, DagsterUnavailable
 from integration_core.db.engine import connect_args
+from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
 from integration_core.settings import HEALTH_COMPONENTS, Settings
 
 log = logging.getLogger(__name__)

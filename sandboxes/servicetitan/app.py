@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..spec import Definitions, get_definitions
 from .api import ENDPOINTS, ConnectionDropped, Endpoint, TenantApi
 from .config import SandboxConfig
 from .control import Control
 from .errors import ApiError
 from .office import Office
+from .spec import Definitions, get_definitions
 from .state import Sandbox
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from .conftest import BOOKINGS, SandboxHandle, TenantClient, TenantCreds
+from tests.providers.servicetitan.conftest import BOOKINGS, SandboxHandle, TenantClient, TenantCreds
 
 CUSTOMERS = "/crm/v2/tenant/{tenant}/customers"
 

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from integration_core.http_server import free_port, serve_in_thread
-from integration_core.providers.servicetitan.spec import (
+from integration_core.local.http_server import free_port, serve_in_thread
+from sandboxes.servicetitan.spec import (
     DEFINITIONS_DIR,
     EXPECT_INVALID_REQUEST,
     MODULE_FILES,
@@ -33,7 +33,7 @@ from integration_core.providers.servicetitan.spec import (
     validate_response,
 )
 
-from .conftest import booking_payload
+from tests.providers.servicetitan.conftest import booking_payload
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "servicetitan-openapi"
 BOOKINGS = "/crm/v2/tenant/1001/booking-provider/100101/bookings"
@@ -156,7 +156,7 @@ def test_async_transport_validates_and_can_raise(liar: str) -> None:
 
 def test_sandbox_traffic_validates_end_to_end(sandbox: str, st_transport: ValidatingTransport) -> None:
     """A full booking flow through the async transport; the fixture asserts no violation at teardown."""
-    from integration_core.demo import DEMO_TENANTS
+    from integration_core.local.demo import DEMO_TENANTS
 
     demo = DEMO_TENANTS[2]
 
@@ -183,10 +183,7 @@ def test_serve_starts_and_answers_health() -> None:
     """`serve()` (what `si sandbox serve` runs) starts and answers /_sandbox/health. How fast is a benchmark
     figure (`make bench`, scenario `sandbox_startup`, target < 2 s), not a unit-test assertion."""
     port = free_port()
-    code = (
-        "from integration_core.providers.servicetitan.sandbox import serve; "
-        f"serve('127.0.0.1', {port}, log_level='warning')"
-    )
+    code = f"from sandboxes.servicetitan import serve; serve('127.0.0.1', {port}, log_level='warning')"
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3])
     try:

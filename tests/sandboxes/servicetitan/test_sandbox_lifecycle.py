@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import BOOKINGS, JOBS, SandboxHandle, TenantClient
+from tests.providers.servicetitan.conftest import BOOKINGS, JOBS, SandboxHandle, TenantClient
 
 INVOICES = "/accounting/v2/tenant/{tenant}/invoices"
 

@@ -1,0 +1,1 @@
+"""Operator read models and actions: admin queries, health, routing views, the Dagster client."""

@@ -1,0 +1,1 @@
+"""Referrals: intake of a job, matching it to receiving companies, and the directory of companies."""
