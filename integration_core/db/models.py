@@ -410,4 +410,13 @@ class AuditLog(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
 
 
+# --- provider-neutral connections (issue 11) ---------------------------------------------------------------
+
+
+# --- webhook inbox (issue 12) ------------------------------------------------------------------------------
+
+
+# --- reports (issue 13) ------------------------------------------------------------------------------------
+
+
 TABLES_WITH_UPDATED_AT = tuple(t.name for t in Base.metadata.sorted_tables if "updated_at" in t.c)
