@@ -136,3 +136,21 @@ DEMO_COMPANIES: tuple[DemoCompany, ...] = (
         tenant=None,  # refers work; has no field-service connection (its routings wait in no_integration)
     ),
 )
+
+
+# -- Housecall Pro ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoHcpAccount:
+    """A Housecall Pro company the Housecall Pro sandbox seeds at start (its API key authenticates
+    `Authorization: Token <api_key>`)."""
+
+    company_id: str
+    api_key: str
+    name: str
+
+
+DEMO_HCP_ACCOUNTS: tuple[DemoHcpAccount, ...] = (
+    DemoHcpAccount(company_id="cmp_demo_electrofix", api_key="hcp-demo-electrofix-key", name="ElectroFix"),
+)
