@@ -363,6 +363,7 @@ class ConnectionSummary(BaseModel):
 class CompanyOut(BaseModel):
     id: uuid.UUID
     name: str
+    partition_key: str  # the company's Dagster partition key: issued at creation, never changes with a rename
     trade: str | None
     active: bool
     service_zip_codes: list[str]
@@ -462,6 +463,7 @@ class DagsterQueueOut(BaseModel):
 class CompanyQueueOut(BaseModel):
     company_id: uuid.UUID
     company_name: str
+    partition_key: str  # the company's partition of `referral_deliveries` in Dagster
     by_status: dict[str, int]
     total: int
     due_now: int

@@ -37,13 +37,13 @@ STATUSES = [s.value for s in RoutingStatus]
 
 _BY_COMPANY = text(
     """
-    SELECT r.receiving_company_id AS company_id, c.name AS company_name, r.status, count(*) AS n,
+    SELECT r.receiving_company_id AS company_id, c.name AS company_name, c.partition_key, r.status, count(*) AS n,
            count(*) FILTER (WHERE r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()) AS due,
            extract(epoch FROM now() - min(r.created_at) FILTER (WHERE r.status = 'pending')) AS oldest_pending_s
       FROM job_routings r
       JOIN companies c ON c.id = r.receiving_company_id
      WHERE CAST(:company AS uuid) IS NULL OR r.receiving_company_id = CAST(:company AS uuid)
-     GROUP BY r.receiving_company_id, c.name, r.status
+     GROUP BY r.receiving_company_id, c.name, c.partition_key, r.status
     """
 )
 
@@ -58,6 +58,7 @@ def queue_stats(session: Session, settings: Settings, *, company_id: uuid.UUID |
             CompanyQueueOut(
                 company_id=row["company_id"],
                 company_name=row["company_name"],
+                partition_key=row["partition_key"],
                 by_status=dict.fromkeys(STATUSES, 0),
                 total=0,
                 due_now=0,
@@ -213,6 +214,7 @@ def company_out(company: Company, technicians: int) -> CompanyOut:
     return CompanyOut(
         id=company.id,
         name=company.name,
+        partition_key=company.partition_key,
         trade=company.trade,
         active=company.active,
         service_zip_codes=list(company.service_zip_codes),

@@ -1,0 +1,1 @@
+"""Housecall Pro behind the provider boundary (``docs/housecallpro.md``)."""
