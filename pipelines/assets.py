@@ -1,4 +1,6 @@
-"""`fsm_deliveries`: deliver a receiving company's routings into its field-service system."""
+"""`referral_deliveries`: deliver a receiving company's referrals (routings) into its field-service system.
+
+(Named `fsm_deliveries` before migration 0005; its history stays under that asset key: docs/reports.md.)"""
 
 import uuid
 from typing import Any
@@ -7,7 +9,8 @@ import dagster as dg
 
 from integration_core.delivery.engine import BatchSummary, drain
 from integration_core.delivery.retry import retry_failed
-from pipelines.partitions import receiving_companies
+from integration_core.referrals.directory import company_for_partition_key
+from pipelines.partitions import COMPANY_ID_TAG, receiving_companies
 from pipelines.resources import IntegrationResource
 
 SENSOR_TRIGGER_TAG = "si/trigger"
@@ -64,12 +67,21 @@ def summary_metadata(summary: BatchSummary) -> dict[str, Any]:
         "re-executing it (or a backfill) first returns the company's failed routings to pending."
     ),
 )
-def fsm_deliveries(context: dg.AssetExecutionContext, integration: IntegrationResource) -> dg.MaterializeResult[None]:
-    company_id = uuid.UUID(context.partition_key)
+def referral_deliveries(
+    context: dg.AssetExecutionContext, integration: IntegrationResource
+) -> dg.MaterializeResult[None]:
+    with integration.session() as session:
+        company = company_for_partition_key(session, context.partition_key)
+        if company is None:
+            raise dg.Failure(
+                description=f"no company has partition key {context.partition_key!r} (deleted?); nothing to deliver"
+            )
+        company_id: uuid.UUID = company.id
+        company_name = company.name
     run_id = context.run.run_id
-    meta: dict[str, Any] = {"company_id": str(company_id)}
-    if "company" in context.run.tags:
-        meta["company"] = context.run.tags["company"]
+    if context.run.tags.get(COMPANY_ID_TAG) != str(company_id):  # launched from the UI, a backfill: searchable too
+        context.instance.add_run_tags(run_id, {COMPANY_ID_TAG: str(company_id)})
+    meta: dict[str, Any] = {"company_id": str(company_id), "company": company_name}
     if _operator_asked(context):
         with integration.session() as session:
             retried = retry_failed(
@@ -133,7 +145,7 @@ def fsm_deliveries(context: dg.AssetExecutionContext, integration: IntegrationRe
 
 deliver_job = dg.define_asset_job(
     "deliver_routings",
-    selection=[fsm_deliveries],
+    selection=[referral_deliveries],
     executor_def=dg.in_process_executor,
     description="Deliver one receiving company's due routings (requested by the pending-routings sensor).",
 )

@@ -1,16 +1,16 @@
-"""Asset checks on `fsm_deliveries`: the things an operator must hear about."""
+"""Asset checks on `referral_deliveries`: the things an operator must hear about."""
 
 import dagster as dg
 
 from integration_core.delivery.monitoring import expired_leases, failure_rates, oldest_due_pending_age
-from pipelines.assets import fsm_deliveries
+from pipelines.assets import referral_deliveries
 from pipelines.resources import IntegrationResource
 
 LEASE_GRACE_SECONDS = 120.0
 
 
 @dg.asset_check(
-    asset=fsm_deliveries, description="No lease expired and left unreconciled (reconcile is running and keeping up)."
+    asset=referral_deliveries, description="No lease expired and left unreconciled (reconcile is running and keeping up)."
 )
 def no_expired_leases(integration: IntegrationResource) -> dg.AssetCheckResult:
     with integration.session() as session:
@@ -19,7 +19,7 @@ def no_expired_leases(integration: IntegrationResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
-    asset=fsm_deliveries,
+    asset=referral_deliveries,
     description="Per company, failed / finished routings over 24 h is below FAILURE_RATE_THRESHOLD.",
 )
 def failure_rate_under_threshold(integration: IntegrationResource) -> dg.AssetCheckResult:
@@ -41,7 +41,7 @@ def failure_rate_under_threshold(integration: IntegrationResource) -> dg.AssetCh
 
 
 @dg.asset_check(
-    asset=fsm_deliveries, description="The oldest due pending routing is younger than DELIVERY_TARGET_SECONDS."
+    asset=referral_deliveries, description="The oldest due pending routing is younger than DELIVERY_TARGET_SECONDS."
 )
 def oldest_pending_within_target(integration: IntegrationResource) -> dg.AssetCheckResult:
     target = integration.settings().delivery_target_seconds

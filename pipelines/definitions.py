@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import deliver_job, fsm_deliveries
+from pipelines.assets import deliver_job, referral_deliveries
 from pipelines.checks import checks_job, delivery_checks
 from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
 from pipelines.resources import IntegrationResource
@@ -23,7 +23,7 @@ def _integration() -> IntegrationResource:
 
 
 defs = dg.Definitions(
-    assets=[fsm_deliveries],
+    assets=[referral_deliveries],
     asset_checks=delivery_checks,
     jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job, checks_job],
     sensors=[pending_routings_sensor, run_failure_alert],

@@ -41,5 +41,5 @@ checks_schedule = dg.ScheduleDefinition(
     cron_schedule=_settings.checks_cron,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     execution_timezone="UTC",
-    description="Asset checks on fsm_deliveries (CHECKS_CRON).",
+    description="Asset checks on referral_deliveries (CHECKS_CRON).",
 )

@@ -11,7 +11,7 @@ from integration_core.delivery.runs import release_held
 from integration_core.settings import get_settings
 from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job
 from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
-from pipelines.partitions import PARTITIONS, receiving_companies
+from pipelines.partitions import COMPANY_ID_TAG, PARTITIONS, receiving_companies
 from pipelines.resources import IntegrationResource
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,17 @@ ACTIVE_STATUSES = [
 
 
 def companies_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
+    """Partition keys and company ids of the companies with a delivery run queued or running (an operator may have
+    re-executed a partition from before migration 0005, keyed by the bare company id)."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=deliver_job.name, statuses=ACTIVE_STATUSES), limit=10_000
     )
-    return {key for r in records if (key := r.dagster_run.tags.get("dagster/partition"))}
+    return {
+        key
+        for r in records
+        for key in (r.dagster_run.tags.get("dagster/partition"), r.dagster_run.tags.get(COMPANY_ID_TAG))
+        if key
+    }
 
 
 def release_ended_holders(instance: dg.DagsterInstance, integration: IntegrationResource) -> None:
@@ -99,23 +106,24 @@ def pending_routings_sensor(
     tick = int(context.cursor or 0) + 1
     known = set(context.instance.get_dynamic_partitions(PARTITIONS))
     busy = companies_with_active_runs(context.instance)
-    new_keys = sorted({str(d.company_id) for d in due} - known)
+    new_keys = sorted({d.partition_key for d in due} - known)
     requests = [
         dg.RunRequest(
-            partition_key=str(d.company_id),
+            partition_key=d.partition_key,
             # unique per tick: a key never blocks a later run; one run per company is ensured by `busy` above
             # and by the per-partition concurrency limit in dagster.yaml
-            run_key=f"{d.company_id}:{tick}",
+            run_key=f"{d.partition_key}:{tick}",
             tags={
                 "dagster/priority": "10",  # referrals waiting: ahead of reconcile, pulls, checks in the queue
                 "tenant": d.tenant_id,
                 "company": d.name[:200],
+                COMPANY_ID_TAG: str(d.company_id),
                 SENSOR_TRIGGER_TAG: "sensor",
                 "si/due_routings": str(d.due),
             },
         )
         for d in due
-        if str(d.company_id) not in busy
+        if d.partition_key not in busy and str(d.company_id) not in busy
     ]
     if not requests:
         return dg.SkipReason(
@@ -153,6 +161,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
         "job": run.job_name,
         "partition": run.tags.get("dagster/partition", ""),
         "company": run.tags.get("company", ""),
+        "company_id": run.tags.get(COMPANY_ID_TAG, ""),
         "error": (context.failure_event.message or "")[:500],
     }
     context.log.error(f"ALERT run failed: {payload}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +16,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Identity,
@@ -102,6 +104,9 @@ class Company(Base):
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     name: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Dagster partition key (`bright-spark-electric-3f2a`): issued by the database at insert, never changed
+    # (migration 0005; docs/reports.md)
+    partition_key: Mapped[str] = mapped_column(String(100), nullable=False, unique=True, server_default=FetchedValue())
     trade: Mapped[str | None] = mapped_column(String(100))
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     service_zip_codes: Mapped[list[str]] = mapped_column(
@@ -417,6 +422,70 @@ class AuditLog(Base):
 
 
 # --- reports (issue 13) ------------------------------------------------------------------------------------
+
+
+# the delivery report reads one day's routings (migration 0005)
+Index("ix_job_routings_created_at", JobRouting.created_at)
+
+
+class CompanyPartitionKey(Base):
+    """Every partition key ever issued (no foreign key: a deleted company's key is never issued again)."""
+
+    __tablename__ = "company_partition_keys"
+    __table_args__ = (Index("ix_company_partition_keys_company_id", "company_id"),)
+
+    partition_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    company_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class ReportDeliveryDaily(Base):
+    """`delivery_report`: per reporting day (REPORTING_TIMEZONE), receiving company and provider (docs/reports.md)."""
+
+    __tablename__ = "report_delivery_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    receiving_company_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partition_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    company_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    routed: Mapped[int] = mapped_column(Integer, nullable=False)
+    synced: Mapped[int] = mapped_column(Integer, nullable=False)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False)
+    still_open: Mapped[int] = mapped_column(Integer, nullable=False)
+    failure_rate: Mapped[float | None] = mapped_column(Float)
+    routed_to_synced_p50_s: Mapped[float | None] = mapped_column(Float)
+    routed_to_synced_p95_s: Mapped[float | None] = mapped_column(Float)
+    routed_to_synced_max_s: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    attempts_per_delivery: Mapped[float | None] = mapped_column(Float)
+    rate_limited_429: Mapped[int] = mapped_column(Integer, nullable=False)
+    top_error_codes: Mapped[str] = mapped_column(String(500), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    computed_at: Mapped[datetime] = _created_at()
+
+
+class ReportReferralOutcomesDaily(Base):
+    """`referral_outcomes`: per reporting day, referring company and technician (docs/reports.md)."""
+
+    __tablename__ = "report_referral_outcomes_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    referring_company_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    technician_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    partition_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    company_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    technician_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    referred: Mapped[int] = mapped_column(Integer, nullable=False)
+    delivered: Mapped[int] = mapped_column(Integer, nullable=False)
+    accepted: Mapped[int] = mapped_column(Integer, nullable=False)
+    completed: Mapped[int] = mapped_column(Integer, nullable=False)
+    canceled_dismissed: Mapped[int] = mapped_column(Integer, nullable=False)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2), nullable=False)
+    conversion_rate: Mapped[float | None] = mapped_column(Float)
+    median_days_to_completion: Mapped[float | None] = mapped_column(Float)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    computed_at: Mapped[datetime] = _created_at()
 
 
 TABLES_WITH_UPDATED_AT = tuple(t.name for t in Base.metadata.sorted_tables if "updated_at" in t.c)

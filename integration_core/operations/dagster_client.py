@@ -137,7 +137,14 @@ class RunInfo:
 
     @property
     def partition(self) -> str | None:
+        """The run's partition: a company's partition key (`bright-spark-electric-3f2a`; a bare company id for
+        partitions from before migration 0005), or a day of the daily reports."""
         return self.tags.get("dagster/partition")
+
+    @property
+    def company_id(self) -> str | None:
+        """The receiving company of a delivery run (tag `si/company_id`, set on every delivery run)."""
+        return self.tags.get("si/company_id")
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,26 @@ def create_company(session: Session, data: CompanyCreate, *, actor: str = "api")
         skills=[CompanySkill(skill=s.skill, level=s.level.value, is_primary=s.primary) for s in data.skills],
     )
     session.add(company)
-    session.flush()
-    audit.record(session, actor=actor, action="company.created", entity_type="company", entity_id=company.id)
+    session.flush()  # the database issues `partition_key` (migration 0005) and hands it back
+    audit.record(
+        session,
+        actor=actor,
+        action="company.created",
+        entity_type="company",
+        entity_id=company.id,
+        details={"partition_key": company.partition_key},
+    )
     return company
+
+
+def company_for_partition_key(session: Session, key: str) -> Company | None:
+    """The company a Dagster partition key names: its `partition_key`, or (partitions from before migration 0005)
+    its bare id."""
+    try:
+        legacy = uuid.UUID(key)
+    except ValueError:
+        return session.scalar(select(Company).where(Company.partition_key == key))
+    return session.get(Company, legacy)
 
 
 def add_technician(

@@ -13,16 +13,16 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job, fsm_deliveries
+from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job, referral_deliveries
 from pipelines.checks import checks_job, delivery_checks
 from pipelines.definitions import defs
 from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
-from pipelines.partitions import PARTITIONS
+from pipelines.partitions import COMPANY_ID_TAG, PARTITIONS
 from pipelines.resources import IntegrationResource
 from pipelines.schedules import pull_updates_schedule, reconcile_schedule, retention_schedule
 from pipelines.sensors import pending_routings_sensor, send_alert
-from tests.conftest import TEST_SECRET_KEY
-from tests.delivery.conftest import add_receiver, add_routings, statuses
+from tests.support.config import TEST_SECRET_KEY
+from tests.support.world import add_receiver, add_routings, statuses
 
 
 @pytest.fixture()
@@ -46,13 +46,19 @@ def test_definitions_load() -> None:
     assert deliver_job.executor_def is dg.in_process_executor  # type: ignore[attr-defined]
 
 
-def _queued_run(instance: dg.DagsterInstance, company: uuid.UUID, status: dg.DagsterRunStatus) -> None:
+def pkey(db, company: uuid.UUID) -> str:
+    """The company's partition key (issued by the database at creation)."""
+    with db.connect() as conn:
+        return str(conn.execute(text("SELECT partition_key FROM companies WHERE id = :c"), {"c": company}).scalar_one())
+
+
+def _queued_run(instance: dg.DagsterInstance, partition: str, status: dg.DagsterRunStatus) -> None:
     instance.add_run(
         dg.DagsterRun(
             job_name="deliver_routings",
             run_id=str(uuid.uuid4()),
             status=status,
-            tags={"dagster/partition": str(company)},
+            tags={"dagster/partition": partition},
         )
     )
 
@@ -64,18 +70,21 @@ def test_sensor_adds_only_new_partitions_and_one_run_per_idle_company(
     for c in companies:
         add_routings(db, world, c, 2)
     known, new, busy = companies[:2], companies[2], companies[3]
-    instance.add_dynamic_partitions(PARTITIONS, [str(c) for c in (*known, busy)])
-    _queued_run(instance, busy, dg.DagsterRunStatus.NOT_STARTED)  # (QUEUED needs a remote origin to construct)
+    keys = {c: pkey(db, c) for c in companies}
+    assert all(k.startswith("receiver-") for k in keys.values())  # readable: the name's slug + the id's start
+    instance.add_dynamic_partitions(PARTITIONS, [keys[c] for c in (*known, busy)])
+    _queued_run(instance, keys[busy], dg.DagsterRunStatus.NOT_STARTED)  # (QUEUED needs a remote origin)
 
     result = pending_routings_sensor(dg.build_sensor_context(instance=instance, cursor="7"), integration=integration)
 
     assert isinstance(result, dg.SensorResult)
     [add] = result.dynamic_partitions_requests
-    assert list(add.partition_keys) == [str(new)]
-    assert sorted(r.partition_key for r in result.run_requests) == sorted(str(c) for c in (*known, new))
+    assert list(add.partition_keys) == [keys[new]]
+    assert sorted(r.partition_key for r in result.run_requests) == sorted(keys[c] for c in (*known, new))
     assert all(r.tags[SENSOR_TRIGGER_TAG] == "sensor" and r.tags["tenant"] for r in result.run_requests)
+    assert {r.tags[COMPANY_ID_TAG] for r in result.run_requests} == {str(c) for c in (*known, new)}
     assert result.cursor == "8"
-    assert {r.run_key for r in result.run_requests} == {f"{c}:8" for c in (*known, new)}
+    assert {r.run_key for r in result.run_requests} == {f"{keys[c]}:8" for c in (*known, new)}
 
 
 def test_sensor_skips_with_a_reason(db, engine_settings, sandbox, world, integration, instance) -> None:
@@ -84,7 +93,7 @@ def test_sensor_skips_with_a_reason(db, engine_settings, sandbox, world, integra
 
     company, _ = add_receiver(db, sandbox)
     add_routings(db, world, company, 1)
-    _queued_run(instance, company, dg.DagsterRunStatus.STARTED)
+    _queued_run(instance, str(company), dg.DagsterRunStatus.STARTED)  # a re-executed partition from before 0005
     result = pending_routings_sensor(dg.build_sensor_context(instance=instance), integration=integration)
     assert isinstance(result, dg.SkipReason) and "already has a delivery run" in (result.skip_message or "")
 
@@ -94,18 +103,18 @@ def test_materializing_a_partition_delivers_its_batch(
 ) -> None:
     company, tenant = add_receiver(db, sandbox)
     add_routings(db, world, company, 5)
-    instance.add_dynamic_partitions(PARTITIONS, [str(company)])
+    instance.add_dynamic_partitions(PARTITIONS, [pkey(db, company)])
 
     result = dg.materialize(
-        [fsm_deliveries],
-        partition_key=str(company),
+        [referral_deliveries],
+        partition_key=pkey(db, company),
         instance=instance,
         resources={"integration": integration},
         tags={SENSOR_TRIGGER_TAG: "sensor", "company": "Receiver"},
     )
 
     assert result.success
-    [mat] = result.asset_materializations_for_node("fsm_deliveries")
+    [mat] = result.asset_materializations_for_node("referral_deliveries")
     assert mat.metadata["outcome_synced"].value == 5
     assert mat.metadata["routed_to_synced_p95_s"].value >= 0
     assert "failed_returned_to_pending" not in mat.metadata  # the sensor's runs retry nothing
@@ -121,28 +130,31 @@ def test_terminal_failure_fails_the_partition_and_re_execution_delivers(
         good = conn.execute(text("SELECT booking_provider_id FROM provider_connections")).scalar()
         conn.execute(text("UPDATE provider_connections SET booking_provider_id = 999999"))
     [rid] = add_routings(db, world, company, 1)
-    instance.add_dynamic_partitions(PARTITIONS, [str(company)])
+    instance.add_dynamic_partitions(PARTITIONS, [pkey(db, company)])
 
     failed = dg.materialize(
-        [fsm_deliveries],
-        partition_key=str(company),
+        [referral_deliveries],
+        partition_key=pkey(db, company),
         instance=instance,
         resources={"integration": integration},
         tags={SENSOR_TRIGGER_TAG: "sensor"},
         raise_on_error=False,
     )
     assert not failed.success
-    failure = failed.failure_data_for_node("fsm_deliveries")
+    failure = failed.failure_data_for_node("referral_deliveries")
     assert failure is not None and "failed terminally" in (failure.error.message if failure.error else "")
     assert statuses(db) == {"failed": 1}
 
     with db.begin() as conn:  # the operator fixes the connection, then re-executes the partition
         conn.execute(text("UPDATE provider_connections SET booking_provider_id = :g"), {"g": good})
     again = dg.materialize(
-        [fsm_deliveries], partition_key=str(company), instance=instance, resources={"integration": integration}
+        [referral_deliveries],
+        partition_key=pkey(db, company),
+        instance=instance,
+        resources={"integration": integration},
     )
     assert again.success
-    [mat] = again.asset_materializations_for_node("fsm_deliveries")
+    [mat] = again.asset_materializations_for_node("referral_deliveries")
     assert mat.metadata["failed_returned_to_pending"].value == 1
     assert statuses(db) == {"synced": 1}
     assert sandbox.inspect(tenant)["markers"]["bookings"] == {str(rid): 1}
@@ -169,10 +181,10 @@ def test_schedules_produce_the_right_run_requests() -> None:
 def test_reconcile_and_pull_jobs_run(db, engine_settings, sandbox, world, integration, instance) -> None:
     company, tenant = add_receiver(db, sandbox)
     [rid] = add_routings(db, world, company, 1)
-    instance.add_dynamic_partitions(PARTITIONS, [str(company)])
+    instance.add_dynamic_partitions(PARTITIONS, [pkey(db, company)])
     dg.materialize(
-        [fsm_deliveries],
-        partition_key=str(company),
+        [referral_deliveries],
+        partition_key=pkey(db, company),
         instance=instance,
         resources={"integration": integration},
         tags={SENSOR_TRIGGER_TAG: "sensor"},
@@ -204,7 +216,7 @@ def test_reconcile_and_pull_jobs_run(db, engine_settings, sandbox, world, integr
 
 def test_asset_checks_pass_and_fail(db, engine_settings, sandbox, world, integration, instance) -> None:
     job = dg.Definitions(
-        assets=[fsm_deliveries],
+        assets=[referral_deliveries],
         asset_checks=delivery_checks,
         jobs=[checks_job],
         resources={"integration": integration},
