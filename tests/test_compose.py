@@ -19,18 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.main
 import yaml
 
-from integration_core.cli import app as si_app
 from integration_core.settings import Settings
+from tests.support.compose import SERVICES, VENV_BIN, resolve
+from tests.support.config import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP_SERVICES = [name for name, s in SERVICES.items() if "build" in s]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-VENV_BIN = Path(sys.executable).parent
 
 POSTGRES_IMAGE_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 # edoburu/pgbouncer writes pgbouncer.ini from these (its entrypoint.sh)
@@ -69,40 +65,6 @@ def _command(service: dict[str, Any]) -> list[str]:
     return list(cmd) if isinstance(cmd, list) else shlex.split(cmd)
 
 
-def _click_command(script: str) -> Any:
-    """The click command behind a console script installed in the project's environment (typer carries its own
-    copy of click, so commands are recognised by their interface, not their class)."""
-    if script == "si":
-        return typer.main.get_command(si_app)
-    [entry] = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == script]
-    command = entry.load()
-    if not hasattr(command, "make_context"):  # dagster's scripts are `main()` wrappers around a click `cli`
-        command = getattr(sys.modules[command.__module__], "cli", None)
-    assert hasattr(command, "make_context"), f"{script} is not a click command"
-    return command
-
-
-def _is_group(command: Any) -> bool:
-    return hasattr(command, "get_command") and hasattr(command, "list_commands")
-
-
-def _resolve(script: str, args: list[str]) -> tuple[Any, list[str]]:
-    """Follow subcommands; parse the final command's options exactly as the CLI would (without running it)."""
-    assert (VENV_BIN / script).exists(), f"{script} is not installed in .venv/bin"
-    command = _click_command(script)
-    names = [script]
-    while _is_group(command) and args and not args[0].startswith("-"):
-        sub = command.get_command(command.context_class(command), args[0])
-        assert sub is not None, f"`{' '.join(names)}` has no subcommand {args[0]!r}"
-        names.append(args.pop(0))
-        command = sub
-    if _is_group(command) and not args and not getattr(command, "invoke_without_command", False):
-        pytest.fail(f"`{' '.join(names)}` needs a subcommand")
-    # raises UsageError / NoSuchOption / BadParameter for anything the CLI would refuse
-    command.make_context(" ".join(names), list(args), resilient_parsing=False)
-    return command, names
-
-
 def test_services_are_the_production_shape() -> None:
     assert set(SERVICES) == {
         "postgres", "pgbouncer", "migrate", "api", "dagster-webserver", "dagster-daemon", "user-code"
@@ -129,7 +91,7 @@ def test_every_service_has_a_healthcheck_or_is_a_one_shot(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
 def test_every_command_exists_with_its_options(name: str) -> None:
     argv = _command(SERVICES[name])
-    _resolve(argv[0], argv[1:])
+    resolve(argv[0], argv[1:])
 
 
 def test_the_commands_are_the_intended_ones() -> None:
@@ -182,7 +144,7 @@ def test_healthcheck_commands_exist(name: str) -> None:
             if port == "8000":
                 assert path == "/api/health/component/db"  # public, cheap, 503 when the database is down
         return
-    _resolve(argv[0], argv[1:])
+    resolve(argv[0], argv[1:])
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))

@@ -13,7 +13,7 @@ from integration_core.local.seed import demo_company_id, demo_technician_id, see
 from integration_core.referrals import directory
 from integration_core.referrals.intake import create_job, rematch
 from integration_core.schemas import CompanyCreate, ConnectionCreate, JobCreate
-from tests.conftest import TEST_SECRET_KEY
+from tests.support.config import TEST_SECRET_KEY
 
 
 def test_secrets_are_unreadable_in_the_database(demo, db) -> None:

@@ -6,7 +6,7 @@ from sqlalchemy import Engine, text
 
 from integration_core.db import budget
 from integration_core.settings import Settings
-from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
+from tests.support.config import TEST_API_TOKEN, TEST_SECRET_KEY
 
 
 def _settings(**env: object) -> Settings:

@@ -12,13 +12,13 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from integration_core.db.models import Base
-from tests.conftest import _psycopg_url, alembic_config
+from tests.support.db import alembic_config, psycopg_url
 
 
 @pytest.fixture()
 def empty_database(pg_server: str):
     name = f"si_mig_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = _psycopg_url(pg_server)
+    admin = psycopg_url(pg_server)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)

@@ -12,8 +12,10 @@ from pathlib import Path
 from sqlalchemy import text
 
 from integration_core.delivery.engine import deliver_batch, reconcile
-from tests.conftest import TEST_SECRET_KEY
-from tests.delivery.conftest import add_receiver, add_routings, run, sandbox_marker_counts, statuses
+from tests.support.config import TEST_SECRET_KEY
+from tests.support.delivery import run
+from tests.support.sandbox import sandbox_marker_counts
+from tests.support.world import add_receiver, add_routings, statuses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sigkill_between_request_and_write_back(db, database_url, engine_settings, sandbox, world) -> None:
     company, tenant = add_receiver(db, sandbox)
     # the sandbox commits the booking, then holds the response: the request has left, no answer comes back
-    sandbox.faults(tenant, seed=5, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
+    sandbox.put_faults(tenant, seed=5, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
     [rid] = add_routings(db, world, company, 1)
 
     proc = subprocess.Popen(
@@ -47,7 +49,7 @@ def test_sigkill_between_request_and_write_back(db, database_url, engine_setting
     # check, send, mark: the attempt was committed (and a lookup demanded) before the request left
     assert (row.status, row.lookup_required, row.lease_owner, attempt) == ("claimed", True, "doomed-run", "in_flight")
 
-    sandbox.faults(tenant, seed=5)
+    sandbox.put_faults(tenant, seed=5)
     # a fresh batch does not touch the leased routing; time passes (the clock is the only thing we fake)
     assert run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run-2")).claimed == 0
     with db.begin() as conn:

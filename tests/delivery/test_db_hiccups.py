@@ -22,15 +22,9 @@ from integration_core.db.retry import DatabaseUnavailable, is_transient, retry_t
 from integration_core.delivery.engine import BatchSummary, drain
 from integration_core.delivery.runs import release_held, run_async, run_with_leases
 from integration_core.settings import Settings
-from tests.delivery.conftest import (
-    SandboxHandle,
-    World,
-    add_receiver,
-    add_routings,
-    run,
-    sandbox_marker_counts,
-    statuses,
-)
+from tests.support.delivery import run
+from tests.support.sandbox import SandboxHandle, sandbox_marker_counts
+from tests.support.world import World, add_receiver, add_routings, statuses
 
 
 def _libpq(url: str) -> str:
@@ -106,7 +100,7 @@ def test_backends_killed_during_a_batch_do_not_fail_the_run(
     """Every connection of the run is terminated again and again while it delivers: it retries, and delivers
     each routing exactly once."""
     company, tenant = add_receiver(db, sandbox, rate=20)
-    sandbox.faults(tenant, seed=9, latency={"kind": "fixed", "ms": 50})
+    sandbox.put_faults(tenant, seed=9, latency={"kind": "fixed", "ms": 50})
     add_routings(db, world, company, 60)
     stop = threading.Event()
     kills: list[int] = []

@@ -10,7 +10,9 @@ from sqlalchemy import text
 
 from integration_core.delivery.claims import claim
 from integration_core.delivery.engine import deliver_batch, drain, reconcile
-from tests.delivery.conftest import add_receiver, add_routings, run, sandbox_marker_counts, statuses
+from tests.support.delivery import run
+from tests.support.sandbox import sandbox_marker_counts
+from tests.support.world import add_receiver, add_routings, statuses
 
 
 @pytest.mark.parametrize("mode", ["booking", "job"])
@@ -124,14 +126,14 @@ def test_5xx_on_create_is_unknown_outcome_then_reconcile_adopts(
     db, database_url, engine_settings, sandbox, world
 ) -> None:
     company, tenant = add_receiver(db, sandbox)
-    sandbox.faults(tenant, seed=1, commit_then_fail_rate=1.0)
+    sandbox.put_faults(tenant, seed=1, commit_then_fail_rate=1.0)
     [rid] = add_routings(db, world, company, 1)
 
     first = run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run-1"))
     assert first.outcomes["needs_reconcile"] == 1
     assert statuses(db) == {"needs_reconcile": 1}
 
-    sandbox.faults(tenant, seed=1)
+    sandbox.put_faults(tenant, seed=1)
     rec = run(database_url, lambda e: reconcile(e, engine_settings, "reconcile-1"))
     assert rec.outcomes["adopted"] == 1
     assert statuses(db) == {"synced": 1}
@@ -142,12 +144,12 @@ def test_dropped_connection_then_batch_looks_up_before_resending(
     db, database_url, engine_settings, sandbox, world
 ) -> None:
     company, tenant = add_receiver(db, sandbox, mode="job")
-    sandbox.faults(tenant, seed=2, commit_then_fail_rate=1.0, commit_then_fail_mode="drop")
+    sandbox.put_faults(tenant, seed=2, commit_then_fail_rate=1.0, commit_then_fail_mode="drop")
     ids = add_routings(db, world, company, 3)
     run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run-1"))
     assert statuses(db) == {"needs_reconcile": 3}
 
-    sandbox.faults(tenant, seed=2)
+    sandbox.put_faults(tenant, seed=2)
     second = run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run-2"))
     # the first write of job mode is the customer: it exists, so the retry reuses it
     assert second.outcomes["adopted"] + second.outcomes["synced"] == 3
@@ -169,7 +171,7 @@ def test_retryable_errors_back_off_and_exhaust_into_failed(db, database_url, eng
     add_routings(db, world, company, 1)
     with db.begin() as conn:
         conn.execute(text("UPDATE job_routings SET lookup_required = true, attempts = 7"))
-    sandbox.faults(tenant, seed=3, error_rate=1.0, applies_to="all")
+    sandbox.put_faults(tenant, seed=3, error_rate=1.0, applies_to="all")
 
     first = run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run-1"))
     assert first.outcomes["retry"] == 1

@@ -16,7 +16,8 @@ from integration_core.delivery import monitoring
 from integration_core.delivery.claims import _claim_statement, claim
 from integration_core.delivery.monitoring import due_companies
 from integration_core.domain import RoutingStatus
-from tests.delivery.conftest import World, run
+from tests.support.delivery import run
+from tests.support.world import World
 
 DUE_STATUSES = frozenset({RoutingStatus.pending, RoutingStatus.needs_reconcile})
 

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from integration_core.delivery.engine import deliver_batch, reconcile
-from tests.delivery.conftest import add_receiver, add_routings, run
+from tests.support.delivery import run
+from tests.support.world import add_receiver, add_routings
 
 TENANTS = 5
 PER_TENANT = 100
@@ -28,7 +29,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         mode = "job" if i % 3 == 2 else "booking"
         company, tenant = add_receiver(db, sandbox, mode=mode)
         receivers.append((company, tenant, mode))
-        sandbox.faults(
+        sandbox.put_faults(
             tenant,
             seed=seed * 100 + i,
             applies_to="writes" if i else "all",  # one tenant also fails its reads (lookups)

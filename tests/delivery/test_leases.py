@@ -28,16 +28,10 @@ from integration_core.delivery.leases import release_run
 from integration_core.delivery.runs import run_with_leases
 from integration_core.settings import Settings
 from pipelines.launcher import HOST_TAG, PID_TAG, WarmForkRunLauncher, _host
-from tests.conftest import TEST_SECRET_KEY
-from tests.delivery.conftest import (
-    SandboxHandle,
-    World,
-    add_receiver,
-    add_routings,
-    run,
-    sandbox_marker_counts,
-    statuses,
-)
+from tests.support.config import TEST_SECRET_KEY
+from tests.support.delivery import run
+from tests.support.sandbox import SandboxHandle, sandbox_marker_counts
+from tests.support.world import World, add_receiver, add_routings, statuses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,7 +116,7 @@ def test_a_run_that_raises_mid_batch_leaves_nothing_claimed(
 ) -> None:
     company, tenant = add_receiver(db, sandbox, rate=5)
     # every request is committed by the sandbox, then held: the run is busy when it raises
-    sandbox.faults(tenant, seed=3, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
+    sandbox.put_faults(tenant, seed=3, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
     add_routings(db, world, company, 20)
 
     async def body(engine: AsyncEngine, settings: Settings) -> None:
@@ -151,7 +145,7 @@ def test_a_run_that_raises_mid_batch_leaves_nothing_claimed(
     assert all(r["attempts"] == 0 for r in pending)  # never sent: no attempt counted
     assert "in_flight" not in _attempt_outcomes(db)
 
-    sandbox.faults(tenant, seed=3)
+    sandbox.put_faults(tenant, seed=3)
     _deliver_the_rest_once_landed(db, database_url, engine_settings, sandbox, company, tenant, 20)
 
 
@@ -160,7 +154,7 @@ def test_a_cancelled_run_gives_back_what_it_holds(
 ) -> None:
     """Cancel from the Dagster UI and SIGTERM reach a run worker as an interrupt in its main thread."""
     company, tenant = add_receiver(db, sandbox, rate=5)
-    sandbox.faults(tenant, seed=4, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
+    sandbox.put_faults(tenant, seed=4, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
     add_routings(db, world, company, 40)  # more than DELIVERY_CONCURRENCY: some never get their turn
     proc = _worker(database_url, company, "run-cancelled")
     try:
@@ -180,7 +174,7 @@ def test_a_dead_worker_is_released_as_soon_as_run_monitoring_looks(
     db: Engine, database_url: str, engine_settings: Settings, sandbox: SandboxHandle, world: World
 ) -> None:
     company, tenant = add_receiver(db, sandbox, rate=5)
-    sandbox.faults(tenant, seed=5, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
+    sandbox.put_faults(tenant, seed=5, timeout_rate=1.0, timeout_s=30, timeout_commits=True)
     add_routings(db, world, company, 10)
     run_id = str(uuid.uuid4())
     proc = _worker(database_url, company, run_id)
@@ -205,7 +199,7 @@ def test_a_dead_worker_is_released_as_soon_as_run_monitoring_looks(
     # the ones never sent are due at once for the next run; the sent ones after one request timeout
     assert all(float(r["due_in"]) <= 0 for r in rows.values() if r["status"] == "pending")  # type: ignore[arg-type]
 
-    sandbox.faults(tenant, seed=5)
+    sandbox.put_faults(tenant, seed=5)
     _deliver_the_rest_once_landed(db, database_url, engine_settings, sandbox, company, tenant, 10)
 
 

@@ -10,7 +10,8 @@ from sqlalchemy import text
 
 from integration_core.delivery.engine import deliver_batch
 from integration_core.delivery.ratelimit import effective_burst
-from tests.delivery.conftest import add_receiver, add_routings, run, statuses
+from tests.support.delivery import run
+from tests.support.world import add_receiver, add_routings, statuses
 
 
 def test_effective_burst_never_lets_a_second_exceed_the_budget() -> None:
@@ -70,7 +71,7 @@ def test_nobody_sends_before_retry_after_ends(db, database_url, engine_settings,
         await asyncio.gather(storm(), deliver_all())
 
     run(database_url, body)
-    info = sandbox.inspect(tenant, timestamps="true")
+    info = sandbox.inspect(tenant, timestamps=True)
     assert info["rate_limited"] >= 1
     stamps = info["accepted_timestamps"]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
@@ -92,7 +93,7 @@ def test_a_caller_whose_lease_cannot_cover_the_wait_takes_no_slot(db, database_u
         limiter = PostgresRateLimiter(
             engine,
             provider="servicetitan",
-            tenant_id="slot-leak",
+            account_id="slot-leak",
             budget_per_second=5,
             burst=1,
             safety_margin=1.0,
@@ -105,7 +106,7 @@ def test_a_caller_whose_lease_cannot_cover_the_wait_takes_no_slot(db, database_u
             async with engine.connect() as conn:
                 return (
                     await conn.execute(
-                        text("SELECT next_slot_at FROM provider_rate_limits WHERE tenant_id = 'slot-leak'")
+                        text("SELECT next_slot_at FROM provider_rate_limits WHERE account_id = 'slot-leak'")
                     )
                 ).scalar_one()
 

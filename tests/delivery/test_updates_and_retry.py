@@ -11,7 +11,8 @@ from integration_core.delivery.engine import deliver_batch
 from integration_core.delivery.retry import retry_failed
 from integration_core.delivery.updates import pull_updates
 from integration_core.errors import InvalidInput
-from tests.delivery.conftest import add_receiver, add_routings, run, statuses
+from tests.support.delivery import run
+from tests.support.world import add_receiver, add_routings, statuses
 
 
 def _routing_rows(db):

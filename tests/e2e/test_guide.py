@@ -14,8 +14,8 @@ import pytest
 
 from integration_core.local.http_server import free_port
 from integration_core.local.seed import demo_company_id, demo_technician_id
-from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
-from tests.e2e.conftest import wait_for
+from tests.support.config import TEST_API_TOKEN, TEST_SECRET_KEY
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,9 @@ import pytest
 
 from integration_core.local.seed import demo_company_id, demo_technician_id
 from integration_core.local.stack import LocalStack
-from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY, _psycopg_url
-from tests.e2e.conftest import wait_for
+from tests.support.config import TEST_API_TOKEN, TEST_SECRET_KEY
+from tests.support.db import psycopg_url
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +120,7 @@ def _descendants(pid: int) -> set[int]:
 
 def _launch_seconds(dagster_database_url: str, run_id: str) -> float:
     """From the run's STARTING event (the launcher was called) to its START event (the worker executes)."""
-    with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+    with psycopg.connect(psycopg_url(dagster_database_url)) as conn:
         rows = dict(
             conn.execute(
                 "SELECT dagster_event_type, timestamp FROM event_logs WHERE run_id = %s"
@@ -163,7 +164,7 @@ def test_a_sensor_launched_run_delivers_and_stopping_the_stack_cancels_it(
     else:
         instance = (stack.data_dir / "dagster_home" / "dagster.yaml").read_text()
         assert "class: DefaultRunLauncher" in instance and "WarmFork" not in instance
-        with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+        with psycopg.connect(psycopg_url(dagster_database_url)) as conn:
             tags = {k for (k,) in conn.execute("SELECT key FROM run_tags WHERE run_id = %s", (run.run_id,))}
         assert PID_TAG not in tags and ".dagster/grpc_info" in tags, "not launched by the DefaultRunLauncher"
         state = json.loads((stack.data_dir / "run" / "stack.json").read_text())
@@ -182,7 +183,7 @@ def test_a_sensor_launched_run_delivers_and_stopping_the_stack_cancels_it(
     while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{w}").exists() for w in workers), "a run worker outlived the stack"
-    with psycopg.connect(_psycopg_url(dagster_database_url)) as conn:
+    with psycopg.connect(psycopg_url(dagster_database_url)) as conn:
         status = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run.run_id,)).fetchone()
     assert status == ("CANCELED",)
 

@@ -11,9 +11,12 @@ from sqlalchemy import Engine, text
 
 from integration_core.delivery.ratelimit import PostgresRateLimiter
 from integration_core.settings import Settings
-from tests.delivery.conftest import World, add_routings, run
-from tests.operator.conftest import DEAD_URL, DagsterHandle, serve_api, with_settings
-from tests.operator.helpers import SECRETS, audit_rows, receiver, set_status
+from tests.support.api import serve_api
+from tests.support.config import DEAD_URL, with_settings
+from tests.support.dagster import DagsterHandle
+from tests.support.delivery import run
+from tests.support.operator import SECRETS, audit_rows, receiver, set_status
+from tests.support.world import World, add_routings
 
 ADMIN_GETS = [
     "/api/admin/queue-stats",

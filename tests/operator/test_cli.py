@@ -17,10 +17,11 @@ from typer.testing import CliRunner, Result
 
 from integration_core.cli import app
 from integration_core.settings import get_settings
-from tests.conftest import TEST_API_TOKEN, TEST_SECRET_KEY
-from tests.delivery.conftest import SandboxHandle, World, add_receiver, add_routings
-from tests.operator.conftest import DEAD_URL, DagsterHandle
-from tests.operator.helpers import SECRETS, receiver, routing_status, set_status
+from tests.support.config import DEAD_URL, TEST_API_TOKEN, TEST_SECRET_KEY
+from tests.support.dagster import DagsterHandle
+from tests.support.operator import SECRETS, receiver, routing_status, set_status
+from tests.support.sandbox import SandboxHandle
+from tests.support.world import World, add_receiver, add_routings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -227,20 +228,20 @@ def test_connections_add_from_environment_test_disable_enable(
     company = receiver(db, "Gamma Roofing")
     waiting = add_routings(db, world, company, 2)
     set_status(db, waiting, "no_integration")
-    t = sandbox.tenant(str(860000 + uuid.uuid4().int % 10_000))
+    t = sandbox.create_tenant(tenant_id=str(860000 + uuid.uuid4().int % 10_000))
     si.env(
-        SERVICETITAN_CLIENT_ID=t["client_id"],
-        SERVICETITAN_CLIENT_SECRET=t["client_secret"],
-        SERVICETITAN_APP_KEY=t["app_keys"][0],
+        SERVICETITAN_CLIENT_ID=t.client_id,
+        SERVICETITAN_CLIENT_SECRET=t.client_secret,
+        SERVICETITAN_APP_KEY=t.app_key,
     )
 
     r = si(
-        "connections", "add", str(company), "--tenant-id", t["tenant_id"], "--base-url", sandbox.url,
-        "--booking-provider-id", str(t["booking_provider_ids"][0]),
+        "connections", "add", str(company), "--tenant-id", t.tenant_id, "--base-url", sandbox.url,
+        "--booking-provider-id", str(t.booking_provider_id),
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert f"tenant {t['tenant_id']}" in r.output and "enabled" in r.output
-    assert t["client_secret"] not in r.output and t["app_keys"][0] not in r.output and t["client_id"] not in r.output
+    assert f"tenant {t.tenant_id}" in r.output and "enabled" in r.output
+    assert t.client_secret not in r.output and t.app_key not in r.output and t.client_id not in r.output
     assert routing_status(db, waiting[0]) == "pending"  # enabling released the waiting routings
 
     ok = si("connections", "test", str(company))
@@ -252,7 +253,7 @@ def test_connections_add_from_environment_test_disable_enable(
     assert "2 routing(s) moved no_integration → pending" in on.output
 
     listed = si("connections", "list")
-    assert "Gamma Roofing" in listed.output and t["client_secret"] not in listed.output
+    assert "Gamma Roofing" in listed.output and t.client_secret not in listed.output
     assert si("connections", "test", str(uuid.uuid4())).exit_code == 4
     assert si("connections", "disable", str(uuid.uuid4())).exit_code == 4
 

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from integration_core.local.http_server import serve_in_thread
 from integration_core.operations.dagster_client import DOCUMENTS, DagsterClient, DagsterUnavailable
-from tests.operator.conftest import DEAD_URL, DagsterHandle
+from tests.support.config import DEAD_URL
+from tests.support.dagster import DagsterHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 

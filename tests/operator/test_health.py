@@ -8,8 +8,11 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from integration_core.settings import Settings
-from tests.delivery.conftest import SandboxHandle, add_receiver
-from tests.operator.conftest import DEAD_URL, DagsterHandle, serve_api, with_settings
+from tests.support.api import serve_api
+from tests.support.config import DEAD_URL, with_settings
+from tests.support.dagster import DagsterHandle
+from tests.support.sandbox import SandboxHandle
+from tests.support.world import add_receiver
 
 
 def _get(client: httpx.Client, path: str) -> httpx.Response:

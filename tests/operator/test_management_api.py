@@ -10,8 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.delivery.conftest import SandboxHandle, World, add_routings
-from tests.operator.helpers import SECRETS, audit_rows, connection_json
+from tests.support.operator import SECRETS, audit_rows, connection_json
+from tests.support.sandbox import SandboxHandle
+from tests.support.world import World, add_routings
 
 COMPANY = {
     "name": "Gamma Roofing",
@@ -258,14 +259,14 @@ def test_connection_put_field_errors_never_echo_secrets(ops: httpx.Client) -> No
 
 
 def test_connection_test_endpoint_checks_the_provider_now(ops: httpx.Client, sandbox: SandboxHandle) -> None:
-    t = sandbox.tenant(str(880000 + uuid.uuid4().int % 10_000), client_secret="cs1.right-secret-000")
+    t = sandbox.create_tenant(tenant_id=str(880000 + uuid.uuid4().int % 10_000), client_secret="cs1.right-secret-000")
     cid = _create(ops)["id"]
     body = {
-        **connection_json(t["tenant_id"], base_url=sandbox.url),
-        "client_id": t["client_id"],
-        "client_secret": t["client_secret"],
-        "app_key": t["app_keys"][0],
-        "booking_provider_id": t["booking_provider_ids"][0],
+        **connection_json(t.tenant_id, base_url=sandbox.url),
+        "client_id": t.client_id,
+        "client_secret": t.client_secret,
+        "app_key": t.app_key,
+        "booking_provider_id": t.booking_provider_id,
     }
     assert ops.put(f"/api/admin/companies/{cid}/connection", json=body).status_code == 201
     r = ops.post(f"/api/admin/companies/{cid}/connection/test")

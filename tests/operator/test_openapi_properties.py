@@ -26,8 +26,11 @@ from sqlalchemy import Engine
 
 from integration_core.api.app import create_app
 from integration_core.settings import HEALTH_COMPONENTS, Settings
-from tests.delivery.conftest import SandboxHandle, World, add_receiver, add_routings
-from tests.operator.conftest import DagsterHandle, serve_api, with_settings
+from tests.support.api import serve_api
+from tests.support.config import with_settings
+from tests.support.dagster import DagsterHandle
+from tests.support.sandbox import SandboxHandle
+from tests.support.world import World, add_receiver, add_routings
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),

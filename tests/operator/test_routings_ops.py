@@ -12,8 +12,10 @@ from sqlalchemy import Engine, text
 from integration_core.delivery.engine import deliver_batch
 from integration_core.providers.servicetitan import mapping
 from integration_core.settings import Settings
-from tests.delivery.conftest import SandboxHandle, World, add_receiver, add_routings, run
-from tests.operator.helpers import SECRETS, audit_rows, receiver, routing_status, set_status
+from tests.support.delivery import run
+from tests.support.operator import SECRETS, audit_rows, receiver, routing_status, set_status
+from tests.support.sandbox import SandboxHandle
+from tests.support.world import World, add_receiver, add_routings
 
 # --- retry --------------------------------------------------------------------------------------------------
 

@@ -21,13 +21,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from sqlalchemy import Engine, text
@@ -37,12 +35,13 @@ from typer.testing import CliRunner
 from integration_core.cli import app
 from integration_core.db.engine import session_scope
 from integration_core.local.demo import DEMO_APP_KEY, DEMO_TENANTS
-from integration_core.local.http_server import free_port
 from integration_core.local.seed import demo_company_id, demo_technician_id, seed_demo
-from integration_core.settings import Settings, get_settings
-from tests.conftest import SHARED, TEST_API_TOKEN, TEST_SECRET_KEY
-from tests.operator.conftest import DagsterHandle, serve_api, with_settings
-from tests.test_compose import SERVICES, _resolve
+from integration_core.settings import Settings
+from tests.support.api import serve_api
+from tests.support.compose import SERVICES, resolve
+from tests.support.config import SHARED, TEST_API_TOKEN, TEST_SECRET_KEY, clear_caches, with_settings
+from tests.support.dagster import DagsterHandle
+from tests.support.sandbox import SandboxHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "troubleshooting.md"
@@ -115,36 +114,8 @@ COMMANDS = commands()
 # --- the world the guide is run against ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def demo_sandbox() -> Iterator[str]:
-    """The sandbox as `make run` starts it: the demo tenants seeded."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "integration_core.cli", "sandbox", "serve", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "sandbox exited"
-            try:
-                if httpx.get(url + "/_sandbox/health", timeout=1).json()["definitions_loaded"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "sandbox did not start"
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @dataclass
-class World:
+class Guide:
     api: str
     env: dict[str, str]
     routing_id: str
@@ -155,17 +126,17 @@ class World:
 
 
 @pytest.fixture()
-def world(
+def guide(
     db: Engine,
     settings: Settings,
     dagster_web: DagsterHandle,
-    demo_sandbox: str,
+    sandbox: SandboxHandle,
     tmp_path: Path,
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[World]:
+) -> Iterator[Guide]:
     with session_scope(db) as session:
-        seed_demo(session, secret_key=TEST_SECRET_KEY, sandbox_url=demo_sandbox)
+        seed_demo(session, secret_key=TEST_SECRET_KEY, sandbox_url=sandbox.url)
     company = demo_company_id("sunset-plumbing")
     with db.begin() as conn:
         job = conn.execute(
@@ -183,7 +154,7 @@ def world(
     dagster_web.heartbeat()
     dagster_web.queue_run(str(company))
 
-    s = with_settings(settings, dagster_webserver_url=dagster_web.url, servicetitan_sandbox_url=demo_sandbox)
+    s = with_settings(settings, dagster_webserver_url=dagster_web.url, servicetitan_sandbox_url=sandbox.url)
     libpq = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     env = {
         **os.environ,
@@ -192,7 +163,7 @@ def world(
         "API_TOKEN": TEST_API_TOKEN,
         "ENVIRONMENT": "test",
         "DAGSTER_WEBSERVER_URL": dagster_web.url,
-        "SERVICETITAN_SANDBOX_URL": demo_sandbox,
+        "SERVICETITAN_SANDBOX_URL": sandbox.url,
         "ROUTING_ID": str(routing),
         "COMPANY_ID": str(company),
         "COLUMNS": "200",
@@ -203,15 +174,15 @@ def world(
     for name in ("migrations", "integration_core"):
         (tmp_path / name).symlink_to(ROOT / name)
     with serve_api(db, s) as client:
-        yield World(str(client.base_url), env, str(routing), str(company), db, tmp_path, monkeypatch)
+        yield Guide(str(client.base_url), env, str(routing), str(company), db, tmp_path, monkeypatch)
     monkeypatch.undo()
-    _clear_caches()
+    clear_caches()
 
 
 # --- runners ------------------------------------------------------------------------------------------------
 
 
-def _fail_the_routing(w: World) -> None:
+def _fail_the_routing(w: Guide) -> None:
     """Retry commands need a dead letter: before each command the routing is `failed` again."""
     with w.db.begin() as conn:
         conn.execute(
@@ -224,14 +195,7 @@ def _fail_the_routing(w: World) -> None:
         )
 
 
-def _clear_caches() -> None:
-    from integration_core.db import engine as engine_mod
-
-    get_settings.cache_clear()
-    engine_mod.database_url.cache_clear()
-
-
-def run_curl(cmd: Command, w: World) -> None:
+def run_curl(cmd: Command, w: Guide) -> None:
     line = cmd.text.replace("http://localhost:8000", w.api)
     out = w.workdir / "curl-body"
     r = subprocess.run(
@@ -248,14 +212,14 @@ def run_curl(cmd: Command, w: World) -> None:
     assert 200 <= status < 300, f"{cmd}\n→ HTTP {status}: {body[:500]}"
 
 
-def run_si(cmd: Command, w: World, argv: list[str]) -> None:
+def run_si(cmd: Command, w: Guide, argv: list[str]) -> None:
     args = [re.sub(r"\$(\w+)", lambda m: w.env.get(m[1], m[0]), a) for a in argv]
     for name in ("DATABASE_URL", "SECRET_KEY", "API_TOKEN", "ENVIRONMENT", "DAGSTER_WEBSERVER_URL",
                  "SERVICETITAN_SANDBOX_URL", "COLUMNS"):  # fmt: skip
         w.monkeypatch.setenv(name, w.env[name])
     for name in ("SERVICETITAN_CLIENT_ID", "SERVICETITAN_CLIENT_SECRET", "SERVICETITAN_APP_KEY"):
         w.monkeypatch.delenv(name, raising=False)
-    _clear_caches()
+    clear_caches()
     user_input = None
     if args[:2] == ["connections", "add"]:
         tenant = next(t for t in DEMO_TENANTS if t.tenant_id == args[args.index("--tenant-id") + 1])
@@ -264,7 +228,7 @@ def run_si(cmd: Command, w: World, argv: list[str]) -> None:
     assert result.exit_code == 0, f"{cmd}\n→ exit {result.exit_code}\n{result.output[-2000:]}"
 
 
-def run_subprocess(cmd: Command, w: World, argv: list[str]) -> None:
+def run_subprocess(cmd: Command, w: Guide, argv: list[str]) -> None:
     r = subprocess.run(argv, env=w.env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, f"{cmd}\n{r.stdout[-1000:]}\n{r.stderr[-2000:]}"
 
@@ -272,18 +236,18 @@ def run_subprocess(cmd: Command, w: World, argv: list[str]) -> None:
 def _psql() -> str:
     """The psql `si db shell` would use: of the server's version (the embedded server is PostgreSQL 18; a
     machine's own psql may be older, or missing)."""
-    from integration_core.cli import _pg_tool
+    from integration_core.cli.main import _pg_tool
 
     return _pg_tool("psql")
 
 
-def run_shell(cmd: Command, w: World) -> None:
+def run_shell(cmd: Command, w: Guide) -> None:
     env = {**w.env, "PATH": f"{Path(_psql()).parent}:{w.env.get('PATH', '')}"}
     r = subprocess.run(["bash", "-c", cmd.text], env=env, capture_output=True, text=True, timeout=60, cwd=w.workdir)
     assert r.returncode == 0, f"{cmd}\n{r.stdout[-1000:]}\n{r.stderr[-1000:]}"
 
 
-def run_sql(cmd: Command, w: World) -> None:
+def run_sql(cmd: Command, w: Guide) -> None:
     r = subprocess.run(
         [_psql(), "-X", "-v", "ON_ERROR_STOP=1", "-c", cmd.text, w.env["DATABASE_URL"]],
         capture_output=True,
@@ -327,7 +291,7 @@ def check_docker(cmd: Command, argv: list[str]) -> None:
             )
             assert inner[inner.index("-d") + 1] == "integration" and "POSTGRES_DB:-integration" in env["POSTGRES_DB"]
         else:
-            _resolve(inner[0], inner[1:])
+            resolve(inner[0], inner[1:])
         return
     services = [a for a in rest if not a.startswith("-")]
     assert services, f"{cmd}: name the service(s)"
@@ -344,28 +308,28 @@ def test_the_guide_shows_commands() -> None:
     assert len(COMMANDS) > 80
 
 
-def test_every_command_in_the_guide_works(world: World) -> None:
+def test_every_command_in_the_guide_works(guide: Guide) -> None:
     ran: dict[str, int] = {}
     for cmd in COMMANDS:
-        _fail_the_routing(world)
+        _fail_the_routing(guide)
         if cmd.kind == "sql":
-            run_sql(cmd, world)
+            run_sql(cmd, guide)
             ran["sql"] = ran.get("sql", 0) + 1
             continue
         argv = shlex.split(cmd.text, comments=True)
         head = argv[0]
         if head == "curl":
-            run_curl(cmd, world)
+            run_curl(cmd, guide)
         elif argv[:3] == ["uv", "run", "si"]:
-            run_si(cmd, world, argv[3:])
+            run_si(cmd, guide, argv[3:])
         elif argv[:3] == ["uv", "run", "alembic"]:
-            run_subprocess(cmd, world, [str(VENV_BIN / "alembic"), *argv[3:]])
+            run_subprocess(cmd, guide, [str(VENV_BIN / "alembic"), *argv[3:]])
         elif head == "make":
             check_make(cmd, argv)
         elif head == "docker":
             check_docker(cmd, argv)
         elif head in SHELL_TOOLS:
-            run_shell(cmd, world)
+            run_shell(cmd, guide)
         else:
             pytest.fail(f"{cmd}: a command of a kind this test does not exercise")
         ran[head] = ran.get(head, 0) + 1

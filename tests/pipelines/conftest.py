@@ -3,7 +3,6 @@ from collections.abc import Iterator
 import pytest
 
 from integration_core.settings import get_settings
-from tests.delivery.conftest import engine_settings, sandbox, sandbox_url, world  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from integration_core.providers.base import ConnectionConfig, DeliveryRequest, Permanent
-from tests.providers.servicetitan.conftest import TenantCreds
+from tests.support.sandbox import TenantCreds
 
 HOMEOWNER_NAME = "Jane Quinlan Homeowner"
 HOMEOWNER_PHONE = "(512) 555-0199"

@@ -28,7 +28,7 @@ from integration_core.providers.servicetitan.auth import TokenCache
 from integration_core.providers.servicetitan.client import ServiceTitanClient
 from sandboxes.servicetitan.spec import ValidatingTransport
 from tests.providers.servicetitan.client_helpers import assert_safe, connection, delivery_request
-from tests.providers.servicetitan.conftest import SandboxHandle, TenantCreds
+from tests.support.sandbox import SandboxHandle, TenantCreds
 
 pytestmark = pytest.mark.anyio
 
@@ -66,11 +66,11 @@ async def http(st_transport: ValidatingTransport) -> AsyncIterator[httpx.AsyncCl
 
 
 @pytest.fixture()
-def make_client(sandbox: str, http: httpx.AsyncClient, cache: TokenCache) -> MakeClient:
+def make_client(sandbox: SandboxHandle, http: httpx.AsyncClient, cache: TokenCache) -> MakeClient:
     """Clients on the sandbox sharing one validated HTTP client and the test's token cache."""
 
     def make(creds: TenantCreds, **kwargs: Any) -> ServiceTitanClient:
-        config = kwargs.pop("config", None) or connection(creds, sandbox)
+        config = kwargs.pop("config", None) or connection(creds, sandbox.url)
         kwargs.setdefault("token_cache", cache)
         return ServiceTitanClient(config, http_client=http, **kwargs)
 
@@ -86,7 +86,7 @@ def requests_to(handle: SandboxHandle, creds: TenantCreds, route: str) -> dict[s
 
 
 async def test_token_is_cached_and_reused_across_clients(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle, cache: TokenCache
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle, cache: TokenCache
 ) -> None:
     client = make_client(demo_tenant)
     await client.first_business_unit_page()
@@ -94,12 +94,12 @@ async def test_token_is_cached_and_reused_across_clients(
     await make_client(demo_tenant).first_business_unit_page()  # another client in the process
 
     assert cache.fetches == 1
-    assert sandbox_handle.inspect(demo_tenant.tenant_id)["tokens_issued"] == 1
-    assert requests_to(sandbox_handle, demo_tenant, BUSINESS_UNITS_ROUTE) == {"200": 3}
+    assert sandbox.inspect(demo_tenant.tenant_id)["tokens_issued"] == 1
+    assert requests_to(sandbox, demo_tenant, BUSINESS_UNITS_ROUTE) == {"200": 3}
 
 
 async def test_token_is_refreshed_shortly_before_it_expires(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle, cache: TokenCache
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle, cache: TokenCache
 ) -> None:
     clock = FakeClock()
     client = make_client(demo_tenant, clock=clock)
@@ -115,13 +115,13 @@ async def test_token_is_refreshed_shortly_before_it_expires(
     await client.first_business_unit_page()
     assert cache.fetches == 2
     assert (await client.token()).value != first.value
-    inspect = sandbox_handle.inspect(demo_tenant.tenant_id)
+    inspect = sandbox.inspect(demo_tenant.tenant_id)
     assert inspect["tokens_issued"] == 2
     assert "401" not in inspect["requests_by_status"]  # refreshed before, never after, expiry
 
 
 async def test_short_lived_sandbox_tokens_are_refreshed_on_the_real_clock(
-    make_client: MakeClient, fresh_tenant: Callable[..., TenantCreds], sandbox_handle: SandboxHandle, cache: TokenCache
+    make_client: MakeClient, fresh_tenant: Callable[..., TenantCreds], sandbox: SandboxHandle, cache: TokenCache
 ) -> None:
     creds = fresh_tenant(token_lifetime_s=6)  # refreshed once 3 s (half the lifetime) are left
     client = make_client(creds)
@@ -132,35 +132,35 @@ async def test_short_lived_sandbox_tokens_are_refreshed_on_the_real_clock(
     await asyncio.sleep(3.1)
     await client.first_business_unit_page()
     assert cache.fetches == 2
-    inspect = sandbox_handle.inspect(creds.tenant_id)
+    inspect = sandbox.inspect(creds.tenant_id)
     assert inspect["tokens_issued"] == 2
     assert "401" not in inspect["requests_by_status"]
 
 
 async def test_fifty_concurrent_calls_make_a_single_token_request(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle, cache: TokenCache
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle, cache: TokenCache
 ) -> None:
     client = make_client(demo_tenant)
     pages = await asyncio.gather(*(client.first_business_unit_page() for _ in range(50)))
 
     assert len(pages) == 50 and all(page.data for page in pages)
     assert cache.fetches == 1
-    assert sandbox_handle.inspect(demo_tenant.tenant_id)["tokens_issued"] == 1
+    assert sandbox.inspect(demo_tenant.tenant_id)["tokens_issued"] == 1
 
 
 async def test_revoked_token_is_refreshed_once_and_the_call_succeeds(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle, cache: TokenCache
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle, cache: TokenCache
 ) -> None:
     client = make_client(demo_tenant)
     await client.first_business_unit_page()
-    sandbox_handle.revoke_tokens(demo_tenant.tenant_id)
+    sandbox.revoke_tokens(demo_tenant.tenant_id)
 
     # 20 concurrent calls all see the 401; the token is refreshed once and every call succeeds.
     pages = await asyncio.gather(*(client.first_business_unit_page() for _ in range(20)))
 
     assert all(page.data for page in pages)
     assert cache.fetches == 2
-    counts = requests_to(sandbox_handle, demo_tenant, BUSINESS_UNITS_ROUTE)
+    counts = requests_to(sandbox, demo_tenant, BUSINESS_UNITS_ROUTE)
     assert counts["200"] == 21
     assert 1 <= counts["401"] <= 20
 
@@ -168,7 +168,7 @@ async def test_revoked_token_is_refreshed_once_and_the_call_succeeds(
 async def test_a_second_401_is_auth_failed_after_exactly_one_refresh(
     make_client: MakeClient,
     fresh_tenant: Callable[..., TenantCreds],
-    sandbox_handle: SandboxHandle,
+    sandbox: SandboxHandle,
     cache: TokenCache,
 ) -> None:
     creds = fresh_tenant(token_lifetime_s=0.0001)  # every token is expired by the time it is used
@@ -179,28 +179,28 @@ async def test_a_second_401_is_auth_failed_after_exactly_one_refresh(
 
     assert (info.value.code, info.value.http_status) == ("unauthorized", 401)
     assert cache.fetches == 2  # the first token, and one refresh
-    assert requests_to(sandbox_handle, creds, BUSINESS_UNITS_ROUTE) == {"401": 2}
+    assert requests_to(sandbox, creds, BUSINESS_UNITS_ROUTE) == {"401": 2}
     assert_safe(info.value, config=client.config)
 
 
 async def test_bad_credentials_are_auth_failed(
-    make_client: MakeClient, sandbox: str, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, sandbox: SandboxHandle, demo_tenant: TenantCreds
 ) -> None:
-    config = connection(demo_tenant, sandbox, client_secret="cs1.wrong-secret-value")
+    config = connection(demo_tenant, sandbox.url, client_secret="cs1.wrong-secret-value")
     with pytest.raises(AuthFailed) as info:
         await make_client(demo_tenant, config=config).first_business_unit_page()
 
     assert info.value.code == "invalid_client"
     assert info.value.http_status == 400
-    assert requests_to(sandbox_handle, demo_tenant, BUSINESS_UNITS_ROUTE) == {}  # never got as far
+    assert requests_to(sandbox, demo_tenant, BUSINESS_UNITS_ROUTE) == {}  # never got as far
     assert_safe(info.value, config=config)
 
 
 async def test_a_token_for_another_tenant_is_rejected(
-    make_client: MakeClient, sandbox: str, demo_tenant: TenantCreds
+    make_client: MakeClient, sandbox: SandboxHandle, demo_tenant: TenantCreds
 ) -> None:
     other_tenant = DEMO_TENANTS[1].tenant_id
-    config = connection(demo_tenant, sandbox, tenant_id=other_tenant)  # tenant A's credentials, tenant B's URL
+    config = connection(demo_tenant, sandbox.url, tenant_id=other_tenant)  # tenant A's credentials, tenant B's URL
     with pytest.raises(AuthFailed) as info:
         await make_client(demo_tenant, config=config).first_business_unit_page()
 
@@ -225,11 +225,11 @@ async def test_token_endpoint_unreachable_is_retryable_even_for_a_write(
 
 
 async def test_429_is_rate_limited_with_the_servers_retry_after(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     client = make_client(demo_tenant)
     await client.token()
-    sandbox_handle.storm(demo_tenant.tenant_id, seconds=30, retry_after=7)
+    sandbox.storm(demo_tenant.tenant_id, seconds=30, retry_after=7)
 
     with pytest.raises(RateLimited) as info:
         await client.first_business_unit_page()
@@ -241,7 +241,7 @@ async def test_429_is_rate_limited_with_the_servers_retry_after(
 
 
 async def test_token_bucket_429_on_a_write_is_rate_limited_not_unknown(
-    make_client: MakeClient, fresh_tenant: Callable[..., TenantCreds], sandbox_handle: SandboxHandle
+    make_client: MakeClient, fresh_tenant: Callable[..., TenantCreds], sandbox: SandboxHandle
 ) -> None:
     creds = fresh_tenant(rate=0.5, burst=1)
     client = make_client(creds)
@@ -253,7 +253,7 @@ async def test_token_bucket_429_on_a_write_is_rate_limited_not_unknown(
         await client.create_booking(creds.booking_provider_id, mapping.booking_body(request, config))
 
     assert info.value.retry_after == 2.0
-    assert sandbox_handle.inspect(creds.tenant_id)["records"]["bookings"] == 1
+    assert sandbox.inspect(creds.tenant_id)["records"]["bookings"] == 1
     assert_safe(info.value, config=config, request=request)
 
 
@@ -261,10 +261,10 @@ async def test_token_bucket_429_on_a_write_is_rate_limited_not_unknown(
 
 
 async def test_5xx_on_a_write_is_unknown_outcome(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     client = make_client(demo_tenant)
-    sandbox_handle.put_faults(demo_tenant.tenant_id, error_rate=1.0, error_statuses=[503])
+    sandbox.put_faults(demo_tenant.tenant_id, error_rate=1.0, error_statuses=[503])
     request = delivery_request()
 
     with pytest.raises(UnknownOutcome) as info:
@@ -280,10 +280,10 @@ async def test_5xx_on_a_write_is_unknown_outcome(
 
 
 async def test_5xx_on_a_read_is_retryable(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     client = make_client(demo_tenant)
-    sandbox_handle.put_faults(demo_tenant.tenant_id, error_rate=1.0, error_statuses=[500], applies_to="all")
+    sandbox.put_faults(demo_tenant.tenant_id, error_rate=1.0, error_statuses=[500], applies_to="all")
 
     with pytest.raises(Retryable) as info:
         await client.first_business_unit_page()
@@ -292,12 +292,12 @@ async def test_5xx_on_a_read_is_retryable(
 
 
 async def test_timeout_on_a_write_is_unknown_outcome_and_the_write_happened(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     timeout = httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0)
     client = make_client(demo_tenant, timeout=timeout)
     await client.token()
-    sandbox_handle.put_faults(demo_tenant.tenant_id, timeout_rate=1.0, timeout_s=1.0, timeout_commits=True)
+    sandbox.put_faults(demo_tenant.tenant_id, timeout_rate=1.0, timeout_s=1.0, timeout_commits=True)
     request = delivery_request()
 
     with pytest.raises(UnknownOutcome) as info:
@@ -306,17 +306,17 @@ async def test_timeout_on_a_write_is_unknown_outcome_and_the_write_happened(
     assert info.value.code == "timeout"
     assert_safe(info.value, config=client.config, request=request)
     await asyncio.sleep(1.0)  # the sandbox commits while holding the answer
-    sandbox_handle.put_faults(demo_tenant.tenant_id)
+    sandbox.put_faults(demo_tenant.tenant_id)
     found = [b async for b in client.list_bookings(demo_tenant.booking_provider_id, external_id=request.marker)]
     assert [b.external_id for b in found] == [request.marker]
 
 
 async def test_timeout_on_a_read_is_retryable(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     client = make_client(demo_tenant, timeout=httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0))
     await client.token()
-    sandbox_handle.put_faults(demo_tenant.tenant_id, timeout_rate=1.0, timeout_s=1.0, applies_to="all")
+    sandbox.put_faults(demo_tenant.tenant_id, timeout_rate=1.0, timeout_s=1.0, applies_to="all")
 
     with pytest.raises(Retryable) as info:
         await client.first_business_unit_page()
@@ -325,10 +325,10 @@ async def test_timeout_on_a_read_is_retryable(
 
 @pytest.mark.parametrize(("mode", "code"), [("status", "server_error_after_send"), ("drop", "connection_lost")])
 async def test_commit_then_fail_is_unknown_outcome_and_the_record_exists(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle, mode: str, code: str
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle, mode: str, code: str
 ) -> None:
     client = make_client(demo_tenant)
-    sandbox_handle.put_faults(demo_tenant.tenant_id, commit_then_fail_rate=1.0, commit_then_fail_mode=mode)
+    sandbox.put_faults(demo_tenant.tenant_id, commit_then_fail_rate=1.0, commit_then_fail_mode=mode)
     request = delivery_request()
 
     with pytest.raises(UnknownOutcome) as info:
@@ -336,15 +336,15 @@ async def test_commit_then_fail_is_unknown_outcome_and_the_record_exists(
 
     assert info.value.code == code
     assert_safe(info.value, config=client.config, request=request)
-    sandbox_handle.put_faults(demo_tenant.tenant_id)
+    sandbox.put_faults(demo_tenant.tenant_id)
     found = [b async for b in client.list_bookings(demo_tenant.booking_provider_id, external_id=request.marker)]
     assert len(found) == 1
 
 
 async def test_a_body_servicetitan_refuses_is_permanent_with_field_errors(
-    make_client: MakeClient, sandbox: str, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, sandbox: SandboxHandle, demo_tenant: TenantCreds
 ) -> None:
-    config = connection(demo_tenant, sandbox, job_type_id=999_999)
+    config = connection(demo_tenant, sandbox.url, job_type_id=999_999)
     client = make_client(demo_tenant, config=config)
     request = delivery_request()
 
@@ -361,7 +361,7 @@ async def test_a_body_servicetitan_refuses_is_permanent_with_field_errors(
     assert "999999" in error.field_errors["JobTypeId"][0]
     assert "One or more validation errors occurred." in error.message
     assert error.trace_id
-    assert sandbox_handle.inspect(demo_tenant.tenant_id)["records"]["bookings"] == 0
+    assert sandbox.inspect(demo_tenant.tenant_id)["records"]["bookings"] == 0
     assert_safe(error, config=config, request=request)
 
 
@@ -382,7 +382,7 @@ async def test_unknown_customer_on_location_create_is_permanent_conflict(
 
 
 async def test_paging_walks_every_page(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     client = make_client(demo_tenant)
     created = []
@@ -395,11 +395,11 @@ async def test_paging_walks_every_page(
     listed = [b.id async for b in client.list_bookings(demo_tenant.booking_provider_id, page_size=3)]
 
     assert listed == sorted(created)
-    assert requests_to(sandbox_handle, demo_tenant, f"GET {BOOKINGS_ROUTE}") == {"200": 3}
+    assert requests_to(sandbox, demo_tenant, f"GET {BOOKINGS_ROUTE}") == {"200": 3}
 
 
 async def test_ids_beyond_fifty_are_sent_in_chunks(
-    make_client: MakeClient, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     client = make_client(demo_tenant)
     booking = await client.create_booking(
@@ -410,7 +410,7 @@ async def test_ids_beyond_fifty_are_sent_in_chunks(
     found = [b.id async for b in client.list_bookings(demo_tenant.booking_provider_id, ids=ids)]
 
     assert found == [booking.id]
-    assert requests_to(sandbox_handle, demo_tenant, f"GET {BOOKINGS_ROUTE}") == {"200": 2}  # 50 + 10, no 400
+    assert requests_to(sandbox, demo_tenant, f"GET {BOOKINGS_ROUTE}") == {"200": 2}  # 50 + 10, no 400
 
 
 async def test_get_of_a_missing_record_is_none(make_client: MakeClient, demo_tenant: TenantCreds) -> None:
@@ -420,9 +420,9 @@ async def test_get_of_a_missing_record_is_none(make_client: MakeClient, demo_ten
 
 
 async def test_jobs_carry_and_are_found_by_their_external_data(
-    make_client: MakeClient, sandbox: str, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_client: MakeClient, sandbox: SandboxHandle, demo_tenant: TenantCreds
 ) -> None:
-    config = connection(demo_tenant, sandbox, mode="job")
+    config = connection(demo_tenant, sandbox.url, mode="job")
     client = make_client(demo_tenant, config=config)
     request = delivery_request()
     customer = await client.create_customer(mapping.customer_body(request))
@@ -448,7 +448,7 @@ async def test_jobs_carry_and_are_found_by_their_external_data(
     ]
     assert found == [job.id]
 
-    sandbox_handle.advance_job(demo_tenant.tenant_id, job.id, "Completed", invoice_total="1234.50")
+    sandbox.advance_job(demo_tenant.tenant_id, job.id, "Completed", invoice_total="1234.50")
     invoices = [i async for i in client.list_invoices(job_id=job.id)]
     assert [i.total for i in invoices] == [Decimal("1234.50")]
     assert mapping.revenue_from_invoices(invoices) == Decimal("1234.50")

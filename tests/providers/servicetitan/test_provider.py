@@ -32,7 +32,7 @@ from tests.providers.servicetitan.client_helpers import (
     delivery_request,
     unique_homeowner,
 )
-from tests.providers.servicetitan.conftest import SandboxHandle, TenantCreds
+from tests.support.sandbox import SandboxHandle, TenantCreds
 
 pytestmark = pytest.mark.anyio
 
@@ -51,12 +51,12 @@ async def http(st_transport: ValidatingTransport) -> AsyncIterator[httpx.AsyncCl
 
 
 @pytest.fixture()
-def make_provider(sandbox: str, http: httpx.AsyncClient) -> MakeProvider:
+def make_provider(sandbox: SandboxHandle, http: httpx.AsyncClient) -> MakeProvider:
     cache = TokenCache()
 
     def make(creds: TenantCreds, mode: str = "booking", **overrides: Any) -> ServiceTitanProvider:
         lookback = overrides.pop("updates_lookback", timedelta(minutes=5))
-        config = connection(creds, sandbox, mode=mode, **overrides)
+        config = connection(creds, sandbox.url, mode=mode, **overrides)
         return ServiceTitanProvider(config, http_client=http, token_cache=cache, updates_lookback=lookback)
 
     return make
@@ -100,7 +100,7 @@ async def test_the_provider_satisfies_the_protocol(make_provider: MakeProvider, 
 
 
 async def test_booking_mode_creates_exactly_one_booking_and_finds_it_again(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant)
     request = delivery_request()
@@ -113,8 +113,8 @@ async def test_booking_mode_creates_exactly_one_booking_and_finds_it_again(
         "booking_id": int(result.external_id),
         "booking_provider_id": demo_tenant.booking_provider_id,
     }
-    assert markers(sandbox_handle, demo_tenant)["bookings"] == {request.marker: 1}
-    assert records(sandbox_handle, demo_tenant)["bookings"] == 1
+    assert markers(sandbox, demo_tenant)["bookings"] == {request.marker: 1}
+    assert records(sandbox, demo_tenant)["bookings"] == 1
 
     found = await provider.find_existing(request)
     assert found is not None and found.adopted
@@ -123,39 +123,39 @@ async def test_booking_mode_creates_exactly_one_booking_and_finds_it_again(
 
 
 async def test_booking_commit_then_fail_is_unknown_then_found_by_marker(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant)
     request = delivery_request()
-    sandbox_handle.put_faults(demo_tenant.tenant_id, commit_then_fail_rate=1.0)
+    sandbox.put_faults(demo_tenant.tenant_id, commit_then_fail_rate=1.0)
 
     with pytest.raises(UnknownOutcome) as info:
         await provider.deliver(request)
     assert_safe(info.value, config=provider.config, request=request)
 
-    sandbox_handle.put_faults(demo_tenant.tenant_id)
+    sandbox.put_faults(demo_tenant.tenant_id)
     found = await provider.find_existing(request)
     assert found is not None and found.adopted
-    assert markers(sandbox_handle, demo_tenant)["bookings"] == {request.marker: 1}
+    assert markers(sandbox, demo_tenant)["bookings"] == {request.marker: 1}
 
 
 async def test_booking_5xx_without_commit_is_unknown_then_absent_then_delivered_once(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant)
     request = delivery_request()
-    sandbox_handle.put_faults(demo_tenant.tenant_id, error_rate=1.0, error_statuses=[502])
+    sandbox.put_faults(demo_tenant.tenant_id, error_rate=1.0, error_statuses=[502])
     with pytest.raises(UnknownOutcome):
         await provider.deliver(request)
-    sandbox_handle.put_faults(demo_tenant.tenant_id)
+    sandbox.put_faults(demo_tenant.tenant_id)
 
     assert await provider.find_existing(request) is None
     await provider.deliver(request)
-    assert markers(sandbox_handle, demo_tenant)["bookings"] == {request.marker: 1}
+    assert markers(sandbox, demo_tenant)["bookings"] == {request.marker: 1}
 
 
 async def test_a_refused_booking_is_permanent_and_safe(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, campaign_id=424_242)
     request = delivery_request()
@@ -163,7 +163,7 @@ async def test_a_refused_booking_is_permanent_and_safe(
         await provider.deliver(request)
 
     assert info.value.field_errors.keys() == {"CampaignId"}
-    assert records(sandbox_handle, demo_tenant)["bookings"] == 0
+    assert records(sandbox, demo_tenant)["bookings"] == 0
     assert_safe(info.value, config=provider.config, request=request)
 
 
@@ -171,7 +171,7 @@ async def test_a_refused_booking_is_permanent_and_safe(
 
 
 async def test_job_mode_creates_customer_location_and_one_job_with_the_marker(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, "job")
     request = delivery_request(**unique_homeowner())
@@ -182,14 +182,14 @@ async def test_job_mode_creates_customer_location_and_one_job_with_the_marker(
     assert result.kind == "job" and not result.adopted
     assert set(result.refs) == {"customer_id", "location_id", "job_id", "job_number"}
     assert result.external_id == str(result.refs["job_id"])
-    assert records(sandbox_handle, demo_tenant) | {"invoices": 0} == {
+    assert records(sandbox, demo_tenant) | {"invoices": 0} == {
         "bookings": 0,
         "customers": 1,
         "locations": 1,
         "jobs": 1,
         "invoices": 0,
     }
-    assert markers(sandbox_handle, demo_tenant)["jobs"] == {job_marker(request): 1}
+    assert markers(sandbox, demo_tenant)["jobs"] == {job_marker(request): 1}
 
     found = await provider.find_existing(request)
     assert found is not None and found.adopted
@@ -197,7 +197,7 @@ async def test_job_mode_creates_customer_location_and_one_job_with_the_marker(
 
 
 async def test_job_mode_reuses_a_customer_found_by_phone(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, "job")
     homeowner = unique_homeowner()
@@ -211,12 +211,12 @@ async def test_job_mode_reuses_a_customer_found_by_phone(
 
     assert result.refs["customer_id"] == existing.id
     assert result.refs["location_id"] != existing.locations[0].id  # a new service address for that customer
-    assert records(sandbox_handle, demo_tenant)["customers"] == 1
-    assert records(sandbox_handle, demo_tenant)["locations"] == 2
+    assert records(sandbox, demo_tenant)["customers"] == 1
+    assert records(sandbox, demo_tenant)["locations"] == 2
 
 
 async def test_job_mode_reuses_customer_and_location_by_name_and_address(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, "job")
     homeowner = {**unique_homeowner(), "homeowner_phone": None, "homeowner_email": None}
@@ -225,7 +225,7 @@ async def test_job_mode_reuses_customer_and_location_by_name_and_address(
     result = await provider.deliver(delivery_request(**homeowner, unit=None))
 
     assert (result.refs["customer_id"], result.refs["location_id"]) == (existing.id, existing.locations[0].id)
-    assert records(sandbox_handle, demo_tenant) | {"jobs": 1} == {
+    assert records(sandbox, demo_tenant) | {"jobs": 1} == {
         "bookings": 0,
         "customers": 1,
         "locations": 1,
@@ -235,7 +235,7 @@ async def test_job_mode_reuses_customer_and_location_by_name_and_address(
 
 
 async def test_job_mode_reuses_a_customer_found_by_name_and_email_at_another_address(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     """No phone and a new service address: the name narrows the candidates and the customer's listed contacts
     (GET /customers/{id}/contacts) hold the homeowner's e-mail, so it is the same customer."""
@@ -247,67 +247,67 @@ async def test_job_mode_reuses_a_customer_found_by_name_and_email_at_another_add
 
     result = await provider.deliver(delivery_request(**homeowner))
     assert result.refs["customer_id"] == existing.id
-    assert records(sandbox_handle, demo_tenant)["customers"] == 1
+    assert records(sandbox, demo_tenant)["customers"] == 1
 
     stranger = {**homeowner, "homeowner_email": "someone.else@example.com", "street": "5 Third Street"}
     other = await provider.deliver(delivery_request(**stranger))
     assert other.refs["customer_id"] != existing.id  # same name, another e-mail and address: not the same person
-    assert records(sandbox_handle, demo_tenant)["customers"] == 2
+    assert records(sandbox, demo_tenant)["customers"] == 2
 
 
 async def test_job_mode_does_not_reuse_a_different_homeowner(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, "job")
     first = await provider.deliver(delivery_request(**unique_homeowner()))
     second = await provider.deliver(delivery_request(**unique_homeowner()))
 
     assert first.refs["customer_id"] != second.refs["customer_id"]
-    assert records(sandbox_handle, demo_tenant)["customers"] == 2
+    assert records(sandbox, demo_tenant)["customers"] == 2
 
 
 async def test_job_mode_retry_after_a_failure_between_steps_creates_no_second_customer(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, "job")
     request = delivery_request(**unique_homeowner())
     # The customer POST (write 1) goes through; the job POST (write 2) fails with a 500, nothing committed.
     seed = seed_failing_nth_write(2)
-    sandbox_handle.put_faults(demo_tenant.tenant_id, seed=seed, error_rate=0.5, error_statuses=[500])
+    sandbox.put_faults(demo_tenant.tenant_id, seed=seed, error_rate=0.5, error_statuses=[500])
 
     with pytest.raises(UnknownOutcome) as info:
         await provider.deliver(request)
     assert_safe(info.value, config=provider.config, request=request)
-    assert records(sandbox_handle, demo_tenant)["customers"] == 1
-    assert records(sandbox_handle, demo_tenant)["jobs"] == 0
+    assert records(sandbox, demo_tenant)["customers"] == 1
+    assert records(sandbox, demo_tenant)["jobs"] == 0
 
-    sandbox_handle.put_faults(demo_tenant.tenant_id)
+    sandbox.put_faults(demo_tenant.tenant_id)
     assert await provider.find_existing(request) is None  # reconcile: absent, so deliver again
     result = await provider.deliver(request)
 
-    counts = records(sandbox_handle, demo_tenant)
+    counts = records(sandbox, demo_tenant)
     assert (counts["customers"], counts["locations"], counts["jobs"]) == (1, 1, 1)
-    assert markers(sandbox_handle, demo_tenant)["jobs"] == {job_marker(request): 1}
+    assert markers(sandbox, demo_tenant)["jobs"] == {job_marker(request): 1}
     assert result.refs["job_id"] == int(result.external_id)
 
 
 async def test_job_mode_commit_then_fail_on_the_job_is_found_and_adopted(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, "job")
     request = delivery_request(**unique_homeowner())
     seed = seed_failing_nth_write(2)
-    sandbox_handle.put_faults(demo_tenant.tenant_id, seed=seed, commit_then_fail_rate=0.5)
+    sandbox.put_faults(demo_tenant.tenant_id, seed=seed, commit_then_fail_rate=0.5)
 
     with pytest.raises(UnknownOutcome):
         await provider.deliver(request)
 
-    sandbox_handle.put_faults(demo_tenant.tenant_id)
+    sandbox.put_faults(demo_tenant.tenant_id)
     found = await provider.find_existing(request)
     assert found is not None and found.adopted
-    counts = records(sandbox_handle, demo_tenant)
+    counts = records(sandbox, demo_tenant)
     assert (counts["customers"], counts["locations"], counts["jobs"]) == (1, 1, 1)
-    assert markers(sandbox_handle, demo_tenant)["jobs"] == {job_marker(request): 1}
+    assert markers(sandbox, demo_tenant)["jobs"] == {job_marker(request): 1}
 
 
 async def test_job_mode_needs_its_settings(make_provider: MakeProvider, demo_tenant: TenantCreds) -> None:
@@ -322,7 +322,7 @@ async def test_job_mode_needs_its_settings(make_provider: MakeProvider, demo_ten
 
 
 async def test_booking_updates_follow_a_converted_booking_to_its_job_and_revenue(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant)
     since = datetime.now(UTC) - timedelta(seconds=1)
@@ -330,11 +330,11 @@ async def test_booking_updates_follow_a_converted_booking_to_its_job_and_revenue
     converted = await provider.deliver(converted_request)
     dismissed = await provider.deliver(dismissed_request)
     tenant = demo_tenant.tenant_id
-    sandbox_handle.advance_booking(tenant, int(converted.external_id), "Accepted")
-    job_id = sandbox_handle.advance_booking(tenant, int(converted.external_id), "Converted")["job"]["id"]
-    sandbox_handle.advance_job(tenant, job_id, "Dispatched")
-    sandbox_handle.advance_job(tenant, job_id, "Completed", invoice_total="880.40")
-    sandbox_handle.advance_booking(tenant, int(dismissed.external_id), "Dismissed")
+    sandbox.advance_booking(tenant, int(converted.external_id), "Accepted")
+    job_id = sandbox.advance_booking(tenant, int(converted.external_id), "Converted")["job"]["id"]
+    sandbox.advance_job(tenant, job_id, "Dispatched")
+    sandbox.advance_job(tenant, job_id, "Completed", invoice_total="880.40")
+    sandbox.advance_booking(tenant, int(dismissed.external_id), "Dismissed")
 
     batch = await provider.fetch_updates(since)
 
@@ -364,7 +364,7 @@ async def test_booking_updates_follow_a_converted_booking_to_its_job_and_revenue
 
 
 async def test_job_updates_report_status_completion_and_revenue(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     provider = make_provider(demo_tenant, "job")
     since = datetime.now(UTC) - timedelta(seconds=1)
@@ -382,7 +382,7 @@ async def test_job_updates_report_status_completion_and_revenue(
         ("job", delivered.external_id, "scheduled", request.routing_id)
     ]
 
-    sandbox_handle.advance_job(demo_tenant.tenant_id, int(delivered.external_id), "Completed", invoice_total=99.5)
+    sandbox.advance_job(demo_tenant.tenant_id, int(delivered.external_id), "Completed", invoice_total=99.5)
     second = await provider.fetch_updates(first.cursor)
     assert len(second.updates) == 1
     update = second.updates[0]
@@ -392,7 +392,7 @@ async def test_job_updates_report_status_completion_and_revenue(
 
 
 async def test_an_invoice_edited_after_completion_moves_the_revenue(
-    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox_handle: SandboxHandle
+    make_provider: MakeProvider, demo_tenant: TenantCreds, sandbox: SandboxHandle
 ) -> None:
     """The back office corrects an invoice after the job completed; the job's modifiedOn does not move, the
     invoice's does: the next pull reads that job again and reports the new revenue (job mode and a booking
@@ -403,10 +403,10 @@ async def test_an_invoice_edited_after_completion_moves_the_revenue(
     since = datetime.now(UTC) - timedelta(seconds=1)
     as_job = await job_mode.deliver(delivery_request(**unique_homeowner()))
     as_booking = await booking_mode.deliver(delivery_request())
-    invoice_of_job = sandbox_handle.advance_job(tenant, int(as_job.external_id), "Completed", invoice_total=500)
-    sandbox_handle.advance_booking(tenant, int(as_booking.external_id), "Accepted")
-    converted = sandbox_handle.advance_booking(tenant, int(as_booking.external_id), "Converted")["job"]["id"]
-    invoice_of_booking = sandbox_handle.advance_job(tenant, converted, "Completed", invoice_total=300)
+    invoice_of_job = sandbox.advance_job(tenant, int(as_job.external_id), "Completed", invoice_total=500)
+    sandbox.advance_booking(tenant, int(as_booking.external_id), "Accepted")
+    converted = sandbox.advance_booking(tenant, int(as_booking.external_id), "Converted")["job"]["id"]
+    invoice_of_booking = sandbox.advance_job(tenant, converted, "Completed", invoice_total=300)
 
     first = await booking_mode.fetch_updates(since)
     revenue = {(u.external_id, u.read_from): u.revenue for u in first.updates}
@@ -414,8 +414,8 @@ async def test_an_invoice_edited_after_completion_moves_the_revenue(
     assert revenue[(as_booking.external_id, "job")] == Decimal("300.00")
 
     await asyncio.sleep(0.01)  # the edits come strictly after the first pull's cursor
-    sandbox_handle.adjust_invoice(tenant, invoice_of_job["invoice"]["id"], "612.25")
-    sandbox_handle.adjust_invoice(tenant, invoice_of_booking["invoice"]["id"], 333)
+    sandbox.adjust_invoice(tenant, invoice_of_job["invoice"]["id"], "612.25")
+    sandbox.adjust_invoice(tenant, invoice_of_booking["invoice"]["id"], 333)
     second = await booking_mode.fetch_updates(first.cursor + timedelta(microseconds=1))
 
     revenue = {(u.external_id, u.read_from): u.revenue for u in second.updates if u.revenue is not None}

@@ -11,8 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from sandboxes.servicetitan.spec import EXPECT_INVALID_REQUEST
-
-from tests.providers.servicetitan.conftest import BOOKINGS, JOBS, SandboxHandle, TenantClient, TenantCreds, booking_payload, job_payload
+from tests.support.sandbox import BOOKINGS, JOBS, SandboxHandle, TenantClient, TenantCreds, booking_payload, job_payload
 
 CUSTOMERS = "/crm/v2/tenant/{tenant}/customers"
 LOCATIONS = "/crm/v2/tenant/{tenant}/locations"
@@ -227,9 +226,9 @@ def test_job_rules(st: TenantClient) -> None:
     assert st.get(JOBS).json()["data"] == []
 
 
-def test_job_list_filters_status_and_modified_cursor(st: TenantClient, sandbox_handle: SandboxHandle) -> None:
+def test_job_list_filters_status_and_modified_cursor(st: TenantClient, sandbox: SandboxHandle) -> None:
     a, b = st.create_job(), st.create_job()
-    sandbox_handle.advance_job(st.creds.tenant_id, a["id"], "Dispatched")
+    sandbox.advance_job(st.creds.tenant_id, a["id"], "Dispatched")
     dispatched = st.get(JOBS, params={"jobStatus": "Dispatched"}).json()["data"]
     assert [j["id"] for j in dispatched] == [a["id"]]
     changed = st.get(JOBS, params={"modifiedOnOrAfter": b["modifiedOn"], "sort": "+ModifiedOn"}).json()["data"]
@@ -253,7 +252,7 @@ def test_lookups_for_the_demo_connection(st: TenantClient) -> None:
     assert_validation_error(st.get(f"/marketing/v2/tenant/{{tenant}}/campaigns/{st.creds.campaign_id + 1}"), "Id")
 
 
-def test_every_demo_tenant_is_seeded(st_client: httpx.Client, sandbox_handle: SandboxHandle) -> None:
+def test_every_demo_tenant_is_seeded(st_client: httpx.Client, sandbox: SandboxHandle) -> None:
     from integration_core.local.demo import DEMO_TENANTS
 
     for demo in DEMO_TENANTS:
@@ -278,11 +277,11 @@ def test_every_demo_tenant_is_seeded(st_client: httpx.Client, sandbox_handle: Sa
         )
 
 
-def test_invoices_by_job_carry_the_revenue(st: TenantClient, sandbox_handle: SandboxHandle) -> None:
+def test_invoices_by_job_carry_the_revenue(st: TenantClient, sandbox: SandboxHandle) -> None:
     job = st.create_job()
     invoices = "/accounting/v2/tenant/{tenant}/invoices"
     assert st.get(invoices, params={"jobId": job["id"]}).json()["data"] == []
-    sandbox_handle.advance_job(st.creds.tenant_id, job["id"], "Completed", invoice_total=1234.5)
+    sandbox.advance_job(st.creds.tenant_id, job["id"], "Completed", invoice_total=1234.5)
     (invoice,) = st.get(invoices, params={"jobId": job["id"]}).json()["data"]
     assert invoice["total"] == "1234.50" and invoice["job"]["id"] == job["id"]
     assert st.get(invoices, params={"jobId": job["id"] + 1}).json()["data"] == []
@@ -304,7 +303,7 @@ def test_modified_on_is_strictly_increasing(st: TenantClient) -> None:
 
 
 def test_many_concurrent_creates_get_distinct_ids(
-    st_client: httpx.Client, fresh_tenant: Callable[..., TenantCreds], sandbox_handle: SandboxHandle
+    st_client: httpx.Client, fresh_tenant: Callable[..., TenantCreds], sandbox: SandboxHandle
 ) -> None:
     import concurrent.futures
 
@@ -314,4 +313,4 @@ def test_many_concurrent_creates_get_distinct_ids(
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         created = list(pool.map(lambda i: client.create_booking(f"R-{i}")["id"], range(40)))
     assert len(set(created)) == 40 and time.monotonic() - started < 30
-    assert sandbox_handle.inspect(creds.tenant_id)["records"]["bookings"] == 40
+    assert sandbox.inspect(creds.tenant_id)["records"]["bookings"] == 40

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.providers.servicetitan.conftest import BOOKINGS, SandboxHandle, TenantClient, TenantCreds
+from tests.support.sandbox import BOOKINGS, SandboxHandle, TenantClient, TenantCreds
 
 CUSTOMERS = "/crm/v2/tenant/{tenant}/customers"
 
@@ -79,7 +79,7 @@ def test_token_of_another_tenant_is_forbidden(
 
 
 def test_expired_token_is_rejected(
-    st_client: httpx.Client, sandbox_handle: SandboxHandle, fresh_tenant: Callable[..., TenantCreds]
+    st_client: httpx.Client, sandbox: SandboxHandle, fresh_tenant: Callable[..., TenantCreds]
 ) -> None:
     creds = fresh_tenant(token_lifetime_s=2)  # long enough for the calls below on a busy machine
     client = TenantClient(st_client, creds)
@@ -90,16 +90,16 @@ def test_expired_token_is_rejected(
     assert client.get(CUSTOMERS).status_code == 200
 
 
-def test_revoked_tokens_are_rejected(st: TenantClient, sandbox_handle: SandboxHandle) -> None:
+def test_revoked_tokens_are_rejected(st: TenantClient, sandbox: SandboxHandle) -> None:
     assert st.get(CUSTOMERS).status_code == 200
-    assert sandbox_handle.revoke_tokens(st.creds.tenant_id)["revoked"] >= 1
+    assert sandbox.revoke_tokens(st.creds.tenant_id)["revoked"] >= 1
     assert st.get(CUSTOMERS).status_code == 401
     st.token = st.fetch_token()
     assert st.get(CUSTOMERS).status_code == 200
 
 
 def test_five_fresh_tenants_with_given_or_generated_credentials(
-    st_client: httpx.Client, fresh_tenant: Callable[..., TenantCreds], sandbox_handle: SandboxHandle
+    st_client: httpx.Client, fresh_tenant: Callable[..., TenantCreds], sandbox: SandboxHandle
 ) -> None:
     given = fresh_tenant(tenant_id="777001", client_id="cid.given", client_secret="cs1.given", app_key="ak1.given")
     assert (given.tenant_id, given.client_id, given.app_key) == ("777001", "cid.given", "ak1.given")
@@ -108,18 +108,18 @@ def test_five_fresh_tenants_with_given_or_generated_credentials(
     for creds in tenants:
         client = TenantClient(st_client, creds)
         assert client.create_booking(f"R-{creds.tenant_id}")["bookingProviderId"] == creds.booking_provider_id
-        assert sandbox_handle.inspect(creds.tenant_id)["records"]["bookings"] == 1
-    duplicate = httpx.post(f"{sandbox_handle.url}/_sandbox/tenants", json={"tenant_id": "777001"})
+        assert sandbox.inspect(creds.tenant_id)["records"]["bookings"] == 1
+    duplicate = httpx.post(f"{sandbox.url}/_sandbox/tenants", json={"tenant_id": "777001"})
     assert duplicate.status_code == 409
 
 
 def test_token_requests_do_not_spend_the_tenant_budget(
-    st_client: httpx.Client, fresh_tenant: Callable[..., TenantCreds], sandbox_handle: SandboxHandle
+    st_client: httpx.Client, fresh_tenant: Callable[..., TenantCreds], sandbox: SandboxHandle
 ) -> None:
     creds = fresh_tenant(rate=0.5, burst=1)
     client = TenantClient(st_client, creds)
     for _ in range(3):
         client.token = client.fetch_token()
     assert client.get(BOOKINGS).status_code == 200  # the single token of the bucket is still there
-    report = sandbox_handle.inspect(creds.tenant_id)
+    report = sandbox.inspect(creds.tenant_id)
     assert report["tokens_issued"] == 4 and report["rate_limited"] == 0

@@ -32,8 +32,7 @@ from sandboxes.servicetitan.spec import (
     validate_request,
     validate_response,
 )
-
-from tests.providers.servicetitan.conftest import booking_payload
+from tests.support.sandbox import SandboxHandle, booking_payload
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "servicetitan-openapi"
 BOOKINGS = "/crm/v2/tenant/1001/booking-provider/100101/bookings"
@@ -154,14 +153,14 @@ def test_async_transport_validates_and_can_raise(liar: str) -> None:
     assert len(transport.violations) == 1
 
 
-def test_sandbox_traffic_validates_end_to_end(sandbox: str, st_transport: ValidatingTransport) -> None:
+def test_sandbox_traffic_validates_end_to_end(sandbox: SandboxHandle, st_transport: ValidatingTransport) -> None:
     """A full booking flow through the async transport; the fixture asserts no violation at teardown."""
     from integration_core.local.demo import DEMO_TENANTS
 
     demo = DEMO_TENANTS[2]
 
     async def go() -> None:
-        async with httpx.AsyncClient(base_url=sandbox, transport=st_transport) as client:
+        async with httpx.AsyncClient(base_url=sandbox.url, transport=st_transport) as client:
             form = {
                 "grant_type": "client_credentials",
                 "client_id": demo.client_id,

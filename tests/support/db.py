@@ -1,0 +1,46 @@
+"""The PostgreSQL server a test session uses, and alembic on a test database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from integration_core.db import embedded
+from integration_core.db.engine import normalize_url
+from integration_core.db.models import Base
+from tests.support.config import ROOT
+
+TABLES = ", ".join(t.name for t in Base.metadata.sorted_tables)
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("DATA_DIR", ROOT / ".data"))
+
+
+def server_url() -> tuple[str, bool]:
+    """(admin URL on the `postgres` database, whether this session started the server).
+
+    With `DATABASE_URL` set, that server; otherwise the embedded server under `.data/` (started if needed)."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        return normalize_url(
+            str(make_url(normalize_url(configured)).set(database="postgres").render_as_string(False))
+        ), False
+    was_running = embedded.server_pid(data_dir()) is not None
+    socket_dir = embedded.ensure_server(data_dir())
+    return f"postgresql+psycopg://postgres:@/postgres?host={socket_dir}", not was_running
+
+
+def psycopg_url(sqlalchemy_url: str) -> str:
+    """The libpq form of a SQLAlchemy URL (for psycopg, psql, subprocesses)."""
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = url
+    cfg.attributes["configure_logger"] = False
+    return cfg
