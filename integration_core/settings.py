@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     servicetitan_app_key: SecretStr | None = Field(None, alias="SERVICETITAN_APP_KEY")
     servicetitan_env: Literal["production", "integration", "sandbox"] = Field("sandbox", alias="SERVICETITAN_ENV")
     servicetitan_sandbox_url: str = Field("http://127.0.0.1:8100", alias="SERVICETITAN_SANDBOX_URL")
+    # the local Housecall Pro sandbox (`python -m sandboxes.housecallpro`); `si run` starts it when this URL is on
+    # loopback (127.0.0.1 / localhost), with the same office settings as the ServiceTitan sandbox
+    housecallpro_sandbox_url: str = Field("http://127.0.0.1:8101", alias="HOUSECALLPRO_SANDBOX_URL")
     # the sandbox's back office (accepts, converts, completes records on its own) in `si run`
     sandbox_office_enabled: bool = Field(True, alias="SANDBOX_OFFICE_ENABLED")
     sandbox_office_pace_seconds: float = Field(5.0, gt=0, alias="SANDBOX_OFFICE_PACE_SECONDS")

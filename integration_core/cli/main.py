@@ -428,6 +428,7 @@ def run(
             f"  API        http://127.0.0.1:{settings.api_port}/docs   (token: {token})\n"
             f"  Dagster UI http://127.0.0.1:{settings.dagster_webserver_port}   (runs, partitions, re-execution)\n"
             f"  sandbox    {settings.servicetitan_sandbox_url}/_sandbox/health\n"
+            f"  HCP sbx    {settings.housecallpro_sandbox_url}/_sandbox/health\n"
             f"  logs       {stack.log_dir(settings)}\n"
             f"  try        curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{settings.api_port}/api/jobs/\n"
             "Ctrl-C stops everything."

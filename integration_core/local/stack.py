@@ -43,6 +43,14 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def housecallpro_sandbox_port(settings: Settings) -> int | None:
+    """The port `si run` serves the Housecall Pro sandbox on, or None when HOUSECALLPRO_SANDBOX_URL is not local."""
+    url = httpx.URL(settings.housecallpro_sandbox_url)
+    if url.host not in ("127.0.0.1", "localhost"):
+        return None
+    return url.port or 80
+
+
 def services(settings: Settings) -> list[Service]:
     """What `si run` starts, in order: each must be healthy before the next starts."""
     web, code = settings.dagster_webserver_port, settings.dagster_code_server_port
@@ -64,6 +72,27 @@ def services(settings: Settings) -> list[Service]:
                 ),
                 port,
                 f"http://127.0.0.1:{port}/_sandbox/health",
+            )
+        )
+    hcp = housecallpro_sandbox_port(settings)
+    if hcp is not None:
+        out.append(
+            Service(
+                "housecallpro-sandbox",
+                [  # by module, like the ServiceTitan sandbox: the product package never imports it
+                    sys.executable,
+                    "-m",
+                    "sandboxes.housecallpro",
+                    "--port",
+                    str(hcp),
+                    "--office" if settings.sandbox_office_enabled else "--no-office",
+                    "--office-pace",
+                    str(settings.sandbox_office_pace_seconds),
+                    "--log-level",
+                    settings.log_level.lower(),
+                ],
+                hcp,
+                f"http://127.0.0.1:{hcp}/_sandbox/health",
             )
         )
     return [
@@ -383,12 +412,13 @@ class LocalStack:
             for name in ("DATABASE_URL", "DAGSTER_DATABASE_URL"):
                 inherited.pop(name, None)
         self.data_dir = data_dir
-        self.ports = {name: free_port() for name in ("api", "sandbox", "web", "code")}
+        self.ports = {name: free_port() for name in ("api", "sandbox", "hcp_sandbox", "web", "code")}
         self.env = {
             **inherited,
             "DATA_DIR": str(data_dir),
             "API_PORT": str(self.ports["api"]),
             "SERVICETITAN_SANDBOX_URL": f"http://127.0.0.1:{self.ports['sandbox']}",
+            "HOUSECALLPRO_SANDBOX_URL": f"http://127.0.0.1:{self.ports['hcp_sandbox']}",
             "DAGSTER_WEBSERVER_PORT": str(self.ports["web"]),
             "DAGSTER_CODE_SERVER_PORT": str(self.ports["code"]),
             **(env or {}),
@@ -402,6 +432,10 @@ class LocalStack:
     @property
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['sandbox']}"
+
+    @property
+    def housecallpro_sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['hcp_sandbox']}"
 
     @property
     def dagster_url(self) -> str:
@@ -425,7 +459,7 @@ class LocalStack:
                 raise RuntimeError(f"si run exited with {self.proc.returncode}: see {self.data_dir}/si-run.log")
             if state.exists():
                 procs = json.loads(state.read_text()).get("processes", [])  # written atomically
-                if len(procs) == 5 and "is up" in (self.data_dir / "si-run.log").read_text(errors="replace"):
+                if len(procs) >= 5 and "is up" in (self.data_dir / "si-run.log").read_text(errors="replace"):
                     return
             time.sleep(0.3)
         self.stop()

@@ -24,7 +24,6 @@ from integration_core.providers.housecallpro.config import HousecallProSettings
 from integration_core.providers.housecallpro.errors import classify_response, classify_transport_error
 from integration_core.providers.housecallpro.models import (
     Address,
-    Company,
     Customer,
     CustomerCreate,
     CustomersPage,
@@ -237,14 +236,6 @@ class HousecallProClient:
             if not any(items) or total is None or page >= int(total):
                 return
         raise Permanent(f"{operation}: more than {MAX_PAGES} pages", code="too_many_pages")
-
-    # ----------------------------------------------------------------------------------------------------------
-    # Company
-    # ----------------------------------------------------------------------------------------------------------
-
-    async def get_company(self) -> Company:
-        """The cheapest authenticated read (connection checks)."""
-        return await self._get("/company", Company, operation="get_company")
 
     # ----------------------------------------------------------------------------------------------------------
     # Customers and addresses

@@ -250,10 +250,3 @@ class JobInvoices(_Response):
     """``GET /jobs/{job_id}/invoices`` (not paginated)."""
 
     invoices: list[Invoice] = Field(default_factory=list)
-
-
-class Company(_Response):
-    """``GET /company``: the cheapest authenticated read (connection checks)."""
-
-    id: str | None = None
-    name: str | None = None

@@ -152,24 +152,30 @@ class HousecallProProvider:
     # ----------------------------------------------------------------------------------------------------------
 
     async def check_connection(self) -> None:
-        """The key is accepted (``GET /company``) and the lead/job lists are readable.
+        """The key is accepted and the records of the delivery mode are readable (two one-item reads).
+
+        ``GET /lead_sources`` proves the key; ``GET /leads`` (lead mode) or ``GET /jobs`` (job mode) proves access
+        to what we create, and a record it returns names its company: another company than ``company_id`` is a
+        mis-configured connection.
 
         Raises:
             AuthFailed: the key is rejected (401) or lacks access (403: e.g. not on the MAX plan).
             Permanent: the key belongs to another company than ``company_id``.
             Retryable / RateLimited: Housecall Pro unavailable or throttling.
         """
-        company = await self.client.get_company()
-        if company.id and company.id != self.config.company_id:
+        await self.client.request(
+            "GET", "/lead_sources", operation="list_lead_sources", params={"page": 1, "page_size": 1}
+        )
+        path, key = ("/leads", "leads") if self.config.delivery_mode == "lead" else ("/jobs", "jobs")
+        data = await self.client.request("GET", path, operation=f"list_{key}", params={"page": 1, "page_size": 1})
+        records = data.get(key) if isinstance(data, dict) else None
+        company = records[0].get("company_id") if isinstance(records, list) and records else None
+        if isinstance(company, str) and company and company != self.config.company_id:
             raise Permanent(
                 "the API key belongs to another Housecall Pro company than the connection's company_id",
                 code="misconfigured",
                 field_errors={"company_id": ["does not match the company of the API key"]},
             )
-        if self.config.delivery_mode == "lead":
-            await self.client.request("GET", "/leads", operation="list_leads", params={"page": 1, "page_size": 1})
-        else:
-            await self.client.request("GET", "/jobs", operation="list_jobs", params={"page": 1, "page_size": 1})
 
     # ----------------------------------------------------------------------------------------------------------
     # find_existing

@@ -1,0 +1,131 @@
+"""Builders and checks for tests of the Housecall Pro provider (`integration_core/providers/housecallpro/`).
+
+- `connection(account, url, mode=…)`: a `HousecallProConnection` to a sandbox account.
+- `delivery_request(**overrides)` / `unique_homeowner()`: referrals with distinctive homeowner data.
+- `validating_provider(config)`: a provider whose every exchange is validated against `housecall.v1.yaml`
+  (async context manager; fails on exit if any request or response violated the definition).
+- `assert_safe(exc, …)`: no secret and no homeowner datum in an error's text.
+- `hcp_connection_body(account, url, …)`: the admin-API/`ConnectionCreate` body of a Housecall Pro connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from integration_core.providers.base import DeliveryRequest, Permanent
+from integration_core.providers.housecallpro.config import HousecallProConnection
+from integration_core.providers.housecallpro.provider import HousecallProProvider
+from sandboxes.housecallpro.spec import ValidatingTransport
+from tests.support.housecallpro import HcpAccount
+
+HOMEOWNER_NAME = "Rosalind Quintero-Haas"
+HOMEOWNER_PHONE = "(310) 555-0188"
+HOMEOWNER_EMAIL = "rosalind.haas@example.com"
+STREET = "808 Canyon View Drive"
+
+_counter = itertools.count(1)
+
+
+def connection(account: HcpAccount, base_url: str, *, mode: str = "lead", **overrides: Any) -> HousecallProConnection:
+    """A connection to a sandbox account (the input rules apply: loopback URL, bounded rates)."""
+    values: dict[str, Any] = {
+        "environment": "sandbox",
+        "base_url": base_url,
+        "company_id": account.company_id,
+        "api_key": account.api_key,
+        "delivery_mode": mode,
+        "rate_limit_per_second": 50,
+        "rate_limit_burst": 50,
+    }
+    values.update(overrides)
+    return HousecallProConnection(**values)
+
+
+def hcp_connection_body(account: HcpAccount, base_url: str, *, mode: str = "lead", **overrides: Any) -> dict[str, Any]:
+    """The body that creates this connection through the admin API / `ConnectionCreate`."""
+    body: dict[str, Any] = {
+        "provider": "housecallpro",
+        "environment": "sandbox",
+        "base_url": base_url,
+        "company_id": account.company_id,
+        "api_key": account.api_key,
+        "delivery_mode": mode,
+    }
+    body.update(overrides)
+    return body
+
+
+def delivery_request(**overrides: Any) -> DeliveryRequest:
+    """A referral with distinctive homeowner data (so a leak into a message is detectable)."""
+    values: dict[str, Any] = {
+        "routing_id": uuid.uuid4(),
+        "summary": "Outlets in the kitchen dead after storm",
+        "street": STREET,
+        "city": "Beverly Hills",
+        "state": "CA",
+        "zip": "90210",
+        "homeowner_name": HOMEOWNER_NAME,
+        "homeowner_phone": HOMEOWNER_PHONE,
+        "homeowner_email": HOMEOWNER_EMAIL,
+        "category": "electrical",
+        "referring_company_name": "Acme Plumbing",
+        "created_at": datetime.now(UTC),
+    }
+    values.update(overrides)
+    return DeliveryRequest(**values)
+
+
+def unique_homeowner() -> dict[str, Any]:
+    """Homeowner fields nobody else in the account has (a fresh phone, e-mail, name and street)."""
+    n = next(_counter)
+    digits = f"{random.randrange(200, 999)}{random.randrange(200, 999)}{n % 10000:04d}"
+    return {
+        "homeowner_name": f"Pat Testperson{n}",
+        "homeowner_phone": f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+        "homeowner_email": f"pat{n}.{uuid.uuid4().hex[:6]}@example.com",
+        "street": f"{100 + n} Elm Street",
+    }
+
+
+@contextlib.asynccontextmanager
+async def validating_provider(config: HousecallProConnection, **kwargs: Any) -> AsyncIterator[HousecallProProvider]:
+    """A provider over real HTTP whose every exchange is validated against Housecall Pro's definition."""
+    transport = ValidatingTransport(httpx.AsyncHTTPTransport())
+    provider = HousecallProProvider(config, transport=transport, **kwargs)
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
+    assert transport.exchanges > 0
+    transport.assert_clean()
+
+
+def assert_safe(
+    exc: BaseException,
+    *,
+    config: HousecallProConnection | None = None,
+    request: DeliveryRequest | None = None,
+    extra: Iterable[str] = (),
+) -> None:
+    """No secret and no homeowner datum appears in the exception's str, repr, args or field errors."""
+    texts = [str(exc), repr(exc), *(str(arg) for arg in exc.args)]
+    if isinstance(exc, Permanent):
+        texts.append(repr(exc.field_errors))
+    forbidden = [*extra]
+    if config is not None:
+        forbidden.append(config.api_key.get_secret_value())
+    if request is not None:
+        forbidden += request.sensitive_values()
+        forbidden += [request.homeowner_name.split()[0], request.street.split()[-2]]
+    for text in texts:
+        for value in forbidden:
+            if value and len(value) >= 4:
+                assert value.casefold() not in text.casefold(), f"{value!r} leaked into {text!r}"
