@@ -1,50 +1,169 @@
-"""Input and output shapes shared by the HTTP API, the CLI and the core (pydantic)."""
+"""Input and output shapes shared by the HTTP API, the CLI and the core (pydantic).
+
+Every request body derives from `InputModel`: unknown fields are refused, and no string anywhere in the body
+(field, list item, dict key, secret) may hold a NUL character, nor may an integer leave PostgreSQL's bigint
+range — both would otherwise reach the database and come back as a refusal instead of a 422 naming the field.
+Single-line text (names, addresses, skills) also refuses control characters (`Line`); phones need enough
+digits (`Phone`); skills are normalised at input (`SkillName`, the matcher's `normalize_skill`), so "a b" and
+"a-b" are one skill. docs/security.md lists these rules.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     EmailStr,
     Field,
+    RootModel,
     SecretStr,
     StringConstraints,
+    Tag,
     field_validator,
     model_validator,
 )
 
 from integration_core.db.budget import ConnectionBudget
 from integration_core.db.models import SkillLevel
+from integration_core.domain import ProviderName
+from integration_core.providers import registry
+from integration_core.referrals.matching import normalize_skill
 
-NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# PostgreSQL's integer ranges: a value outside them is refused at validation, never sent to the database
+BIGINT_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+# E.164 allows at most 15 digits; 7 is the shortest local number a technician or homeowner is reached at
+PHONE_MIN_DIGITS = 7
+PHONE_MAX_DIGITS = 15
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _single_line(value: str) -> str:
+    """No control character at all (C0, DEL, C1: tabs and line breaks included) in one-line text."""
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("must not contain control characters (line breaks, tabs, NUL, …)")
+    return value
+
+
+def _reject_unstorable(value: Any) -> None:
+    """Walk raw input: NUL in any string (dict keys included) or an integer outside bigint is refused."""
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not -BIGINT_MAX - 1 <= value <= BIGINT_MAX:
+            raise ValueError(f"must be between {-BIGINT_MAX - 1} and {BIGINT_MAX}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _reject_unstorable(k)
+            _reject_unstorable(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _reject_unstorable(v)
+    elif isinstance(value, SecretStr):
+        _no_nul(value.get_secret_value())
+
+
+class InputModel(BaseModel):
+    """Base of every request body: extra fields refused, nothing the database cannot store (see the module doc).
+    The check runs on each field's raw value, so the 422 names the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        _reject_unstorable(value)
+        return value
+
+
+def _phone(value: str) -> str:
+    number = value.lower().split("x", 1)[0]  # an extension after "x" does not count
+    digits = sum(c.isdigit() for c in number)
+    if not PHONE_MIN_DIGITS <= digits <= PHONE_MAX_DIGITS:
+        raise ValueError(f"a phone number needs {PHONE_MIN_DIGITS} to {PHONE_MAX_DIGITS} digits")
+    return value
+
+
+@lru_cache(maxsize=1)
+def _time_zones() -> frozenset[str]:
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
+
+
+def _valid_timezone(v: str) -> str:
+    """An IANA zone name from the installed database (never a path: "America" is a directory, not a zone)."""
+    if v not in _time_zones():
+        raise ValueError(f"unknown time zone {v[:64]!r}")
+    return v
+
+
+def _skill(value: str) -> str:
+    normalised = normalize_skill(value)
+    if not normalised:
+        raise ValueError("a skill needs a letter or digit")
+    return normalised
+
+
+# Any incoming string (query parameters included): NUL-free. `Line`: one line, no control characters.
+Text = Annotated[str, AfterValidator(_no_nul)]
+Line = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_single_line)]
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_single_line)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(_single_line)
+]
 ZipCode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{5}(-\d{4})?$")]
 StateCode = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")]
 Phone = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=7, max_length=32, pattern=r"^[0-9+().\- x]+$")
+    str,
+    StringConstraints(strip_whitespace=True, min_length=7, max_length=32, pattern=r"^[0-9+().\- x]+$"),
+    AfterValidator(_phone),
 ]
-SkillName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+SkillName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_single_line),
+    AfterValidator(_skill),
+]
+TimeZone = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_valid_timezone)
+]
+Trade = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100), AfterValidator(_single_line)]
+# ids of records in a provider's system, stored as bigint
+ProviderId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
 
 
-class Address(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    street: Annotated[NonBlank, StringConstraints(max_length=255)]
-    unit: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
-    city: Annotated[NonBlank, StringConstraints(max_length=100)]
+class Address(InputModel):
+    street: Name
+    unit: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_single_line)] | None
+    ) = None
+    city: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_single_line)
+    ]
     state: StateCode
     zip_code: ZipCode
     country: Literal["USA"] = "USA"
 
 
-class Homeowner(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Annotated[NonBlank, StringConstraints(max_length=255)]
+class Homeowner(InputModel):
+    name: Name
     phone: Phone | None = None
     email: EmailStr | None = None
 
@@ -55,18 +174,23 @@ class Homeowner(BaseModel):
         return self
 
 
-class JobCreate(BaseModel):
+class JobCreate(InputModel):
     """A referral. `required_skills` and `skill_levels` may overlap; a skill listed without a level is still
     required (any level)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    summary: Annotated[NonBlank, StringConstraints(max_length=2000)]
+    summary: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(_no_nul)
+    ]
     address: Address
     homeowner: Homeowner
     created_by_company_id: uuid.UUID
     created_by_technician_id: uuid.UUID
-    category: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = None
+    category: (
+        Annotated[
+            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_single_line)
+        ]
+        | None
+    ) = None
     required_skills: list[SkillName] = Field(default_factory=list, max_length=50)
     skill_levels: dict[SkillName, SkillLevel] = Field(default_factory=dict, max_length=50)
 
@@ -74,6 +198,12 @@ class JobCreate(BaseModel):
     @classmethod
     def _dedupe(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
+
+
+class ErrorOut(BaseModel):
+    """An error answer (401, 404, 409, 413, 503): what went wrong, in words."""
+
+    detail: str
 
 
 class AddressOut(BaseModel):
@@ -167,105 +297,98 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
-class SkillIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SkillIn(InputModel):
     skill: SkillName
     level: SkillLevel = SkillLevel.intermediate
     primary: bool = False
 
 
-class CompanyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Annotated[NonBlank, StringConstraints(max_length=255)]
-    trade: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
+class CompanyCreate(InputModel):
+    name: Name
+    trade: Trade | None = None
     service_zip_codes: list[ZipCode] = Field(default_factory=list, max_length=5000)
-    timezone: Annotated[NonBlank, StringConstraints(max_length=64)] = "America/Los_Angeles"
+    timezone: TimeZone = "America/Los_Angeles"
     active: bool = True
     skills: list[SkillIn] = Field(default_factory=list, max_length=200)
 
-    @field_validator("timezone")
+    @field_validator("skills")
     @classmethod
-    def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
+    def _unique(cls, v: list[SkillIn]) -> list[SkillIn]:
+        return _unique_skills(v)
 
 
-class TechnicianCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Annotated[NonBlank, StringConstraints(max_length=255)]
+class TechnicianCreate(InputModel):
+    name: Name
     phone: Phone | None = None
     email: EmailStr | None = None
 
 
-class ConnectionCreate(BaseModel):
-    """A company's ServiceTitan connection. Secrets are write-only: stored encrypted, never returned."""
+def _connection_input(spec: registry.ProviderSpec) -> type[BaseModel]:
+    """The provider's connection model as a request body: the body rules (`InputModel`) and `enabled`."""
+    name = f"{spec.model.__name__.removesuffix('Settings').removesuffix('Connection')}ConnectionIn"
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__doc__": f"A {spec.label} connection. Secrets are write-only: stored encrypted, never returned.",
+        "__annotations__": {"enabled": bool},
+        "enabled": True,
+        "model_config": ConfigDict(
+            extra="forbid", frozen=True, hide_input_in_errors=True, validate_default=True, title=name
+        ),
+    }
+    model: type[BaseModel] = type(name, (spec.model, InputModel), namespace)
+    return model
 
-    model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["servicetitan"] = "servicetitan"
-    environment: Literal["production", "integration", "sandbox"] = "sandbox"
-    base_url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
-    tenant_id: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{1,18}$")]
-    client_id: SecretStr
-    client_secret: SecretStr
-    app_key: SecretStr
-    delivery_mode: Literal["booking", "job"] = "booking"
-    booking_provider_id: int | None = Field(None, gt=0)
-    business_unit_id: int | None = Field(None, gt=0)
-    job_type_id: int | None = Field(None, gt=0)
-    campaign_id: int | None = Field(None, gt=0)
-    priority: Literal["Low", "Normal", "High", "Urgent"] = "Normal"
-    external_data_guid: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
-    rate_limit_per_second: float = Field(60.0, gt=0, le=1000)
-    rate_limit_burst: int = Field(10, ge=1, le=1000)
-    enabled: bool = True
+def _provider_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        name = value.get("provider", ProviderName.servicetitan.value)
+        return name if isinstance(name, str) else None
+    return getattr(value, "provider", None)
 
-    @model_validator(mode="after")
-    def _mode_needs_ids(self) -> ConnectionCreate:
-        if self.delivery_mode == "booking" and self.booking_provider_id is None:
-            raise ValueError("delivery_mode 'booking' needs booking_provider_id")
-        if self.delivery_mode == "job":
-            missing = [f for f in ("business_unit_id", "job_type_id", "campaign_id") if getattr(self, f) is None]
-            if missing:
-                raise ValueError(f"delivery_mode 'job' needs {', '.join(missing)}")
-            if not self.external_data_guid:
-                raise ValueError("delivery_mode 'job' needs external_data_guid (the app's externalData GUID)")
-        if self.environment == "sandbox" and not self.base_url:
-            raise ValueError("environment 'sandbox' needs base_url")
-        if self.external_data_guid:
-            try:
-                uuid.UUID(self.external_data_guid)
-            except ValueError:
-                raise ValueError("external_data_guid must be a GUID (the app's externalData GUID)") from None
-        for name in ("client_id", "client_secret", "app_key"):
-            if not getattr(self, name).get_secret_value().strip():
-                raise ValueError(f"{name} must not be empty")
-        return self
+
+CONNECTION_INPUTS: dict[str, type[BaseModel]] = {
+    name: _connection_input(spec) for name, spec in registry.PROVIDERS.items()
+}
+"""provider name → its request body model (registered providers only)."""
+
+if TYPE_CHECKING:
+    ConnectionInput = BaseModel
+else:
+    ConnectionInput = Annotated[
+        Union[tuple(Annotated[m, Tag(n)] for n, m in CONNECTION_INPUTS.items())],  # noqa: UP007
+        Discriminator(_provider_of, custom_error_type="provider", custom_error_message="unknown provider"),
+    ]
+
+
+class ConnectionCreate(RootModel[ConnectionInput]):
+    """A company's connection to its field-service system, by `provider` (default `servicetitan`): the
+    provider's own settings and secrets (`providers/registry.py`). Secrets are write-only: stored encrypted,
+    never returned."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    @property
+    def provider(self) -> str:
+        return str(self.root.provider)  # type: ignore[attr-defined]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.root.enabled)  # type: ignore[attr-defined]
 
 
 class ConnectionOut(BaseModel):
+    """A connection as operators see it: the provider's non-secret `settings` and, per secret, whether it is
+    set (`secrets_set`) — never a secret, not even masked."""
+
     id: uuid.UUID
     company_id: uuid.UUID
     provider: str
     environment: str
     base_url: str | None
-    tenant_id: str
-    client_id: str | None  # masked
+    account_id: str  # the provider account (ServiceTitan tenant id): the shared rate budget's key
     delivery_mode: str
-    booking_provider_id: int | None
-    business_unit_id: int | None
-    job_type_id: int | None
-    campaign_id: int | None
-    priority: str
-    external_data_guid: str | None
+    settings: dict[str, Any]
+    secrets_set: dict[str, bool]
     rate_limit_per_second: float
     rate_limit_burst: int
     enabled: bool
@@ -283,50 +406,35 @@ class ConnectionOut(BaseModel):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _valid_timezone(v: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+def _unique_skills(skills: list[SkillIn]) -> list[SkillIn]:
+    """Each skill once (names are normalised already: "a b" and "a-b" are both `a_b`)."""
+    seen: set[str] = set()
+    for s in skills:
+        if s.skill in seen:
+            raise ValueError(f"skill {s.skill!r} is listed twice")
+        seen.add(s.skill)
+    return skills
 
-    try:
-        ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {v!r}") from exc
-    return v
 
-
-class CompanyUpdate(BaseModel):
+class CompanyUpdate(InputModel):
     """Fields to change; absent fields stay as they are. Skills have their own endpoint (replace the list)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: Annotated[NonBlank, StringConstraints(max_length=255)] | None = None
-    trade: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
+    name: Name | None = None
+    trade: Trade | None = None
     service_zip_codes: list[ZipCode] | None = Field(None, max_length=5000)
-    timezone: Annotated[NonBlank, StringConstraints(max_length=64)] | None = None
+    timezone: TimeZone | None = None
     active: bool | None = None
 
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        return None if v is None else _valid_timezone(v)
 
-
-class SkillsReplace(BaseModel):
+class SkillsReplace(InputModel):
     """The company's complete skill list (replaces the stored one)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     skills: list[SkillIn] = Field(max_length=200)
 
     @field_validator("skills")
     @classmethod
     def _unique(cls, v: list[SkillIn]) -> list[SkillIn]:
-        seen: set[str] = set()
-        for s in v:
-            key = s.skill.casefold()
-            if key in seen:
-                raise ValueError(f"skill {s.skill!r} is listed twice")
-            seen.add(key)
-        return v
+        return _unique_skills(v)
 
 
 class SkillOut(BaseModel):
@@ -355,7 +463,7 @@ class ConnectionSummary(BaseModel):
     enabled: bool
     provider: str | None = None
     environment: str | None = None
-    tenant_id: str | None = None
+    account_id: str | None = None
     delivery_mode: str | None = None
     health: str | None = None
 
@@ -379,39 +487,38 @@ class CompanyDetailOut(CompanyOut):
     technician_list: list[TechnicianOut] = Field(default_factory=list)
 
 
-class ConnectionUpdate(BaseModel):
-    """Non-secret connection fields to change. Credentials are replaced only through
+class ConnectionUpdate(InputModel):
+    """Non-secret connection settings to change (the common ones below and the provider's own, e.g.
+    ServiceTitan's `booking_provider_id`, Housecall Pro's `lead_source`). Secrets are replaced only through
     `PUT /api/admin/companies/{id}/connection` (create-or-replace), never patched."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     environment: Literal["production", "integration", "sandbox"] | None = None
-    base_url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = None
-    tenant_id: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{1,18}$")] | None = None
-    delivery_mode: Literal["booking", "job"] | None = None
-    booking_provider_id: int | None = Field(None, gt=0)
-    business_unit_id: int | None = Field(None, gt=0)
-    job_type_id: int | None = Field(None, gt=0)
-    campaign_id: int | None = Field(None, gt=0)
-    priority: Literal["Low", "Normal", "High", "Urgent"] | None = None
-    external_data_guid: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
-    rate_limit_per_second: float | None = Field(None, gt=0, le=1000)
-    rate_limit_burst: int | None = Field(None, ge=1, le=1000)
+    base_url: str | None = None
+    delivery_mode: Literal["booking", "job", "lead"] | None = None
+    rate_limit_per_second: float | None = None
+    rate_limit_burst: int | None = None
 
 
 class ProviderOut(ConnectionOut):
     company_name: str
 
 
-class RetryRequest(BaseModel):
+class RetryRequest(InputModel):
     """Bulk retry of `failed` routings: at least one filter; filters combine with AND."""
-
-    model_config = ConfigDict(extra="forbid")
 
     routing_ids: list[uuid.UUID] | None = Field(None, max_length=10_000)
     company_id: uuid.UUID | None = None
-    error_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    error_code: (
+        Annotated[
+            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_single_line)
+        ]
+        | None
+    ) = None
+    reason: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(_single_line)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _some_filter(self) -> RetryRequest:
@@ -497,7 +604,7 @@ class ClearQueuesOut(BaseModel):
 
 class RateLimitOut(BaseModel):
     provider: str
-    tenant_id: str
+    account_id: str
     companies: list[str]
     rate: float
     burst: int

@@ -11,9 +11,9 @@ from sqlalchemy.orm import selectinload
 
 from integration_core.api.deps import SessionDep, SettingsDep
 from integration_core.db.models import Job, JobRouting, RoutingStatus
-from integration_core.operations.routings import job_out, routing_out
+from integration_core.operations.routings import job_out, routing_out, routings_page
 from integration_core.referrals import intake
-from integration_core.schemas import JobCreate, JobOut, Page, RoutingOut
+from integration_core.schemas import JobCreate, JobOut, Page, RoutingOut, Text
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -59,7 +59,7 @@ def list_jobs(
     session: SessionDep,
     limit: Limit = 50,
     offset: Offset = 0,
-    status_: Annotated[str | None, Query(alias="status", max_length=32)] = None,
+    status_: Annotated[Text | None, Query(alias="status", max_length=32)] = None,
     company_id: Annotated[uuid.UUID | None, Query(description="referring company")] = None,
 ) -> Page[JobOut]:
     query = select(Job)
@@ -86,30 +86,7 @@ def list_all_routings(
     company_id: Annotated[uuid.UUID | None, Query(description="receiving company")] = None,
 ) -> Page[RoutingOut]:
     """Every routing, newest first."""
-    return routings_page(session, limit=limit, offset=offset, status_=status_, company_id=company_id)
-
-
-def routings_page(
-    session: SessionDep,
-    *,
-    limit: int,
-    offset: int,
-    status_: RoutingStatus | None,
-    company_id: uuid.UUID | None,
-) -> Page[RoutingOut]:
-    query = select(JobRouting)
-    if status_ is not None:
-        query = query.where(JobRouting.status == status_.value)
-    if company_id is not None:
-        query = query.where(JobRouting.receiving_company_id == company_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(
-        query.options(selectinload(JobRouting.receiving_company))
-        .order_by(JobRouting.sequence.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return Page[RoutingOut](items=[routing_out(r) for r in rows], total=total, limit=limit, offset=offset)
+    return routings_page(session, limit=limit, offset=offset, status=status_, company_id=company_id)
 
 
 @router.get("/{job_id}", response_model=JobOut)
