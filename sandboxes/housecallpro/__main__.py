@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         config.burst = args.burst
     if args.retry_after is not None:
         config.retry_after = args.retry_after
-    serve(args.host, args.port, config, log_level=args.log_level)
+    serve(args.host, args.port, config, log_level=args.log_level.lower())
 
 
 if __name__ == "__main__":
