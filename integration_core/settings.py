@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     delivery_target_seconds: float = Field(300.0, gt=0, alias="DELIVERY_TARGET_SECONDS")
     alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")
 
+    # Provider webhooks (docs/webhooks.md): inbound /webhooks/*, stored then applied by the webhook sensor
+    webhook_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, alias="WEBHOOK_MAX_BODY_BYTES")  # larger: 413
+    webhook_generic_secret: SecretStr | None = Field(None, alias="WEBHOOK_GENERIC_SECRET")  # /webhooks/generic
+    webhook_apply_interval_seconds: int = Field(5, ge=1, le=3600, alias="WEBHOOK_APPLY_INTERVAL_SECONDS")
+    webhook_apply_batch_size: int = Field(500, ge=1, le=10_000, alias="WEBHOOK_APPLY_BATCH_SIZE")
+    webhook_max_apply_attempts: int = Field(5, ge=1, le=100, alias="WEBHOOK_MAX_APPLY_ATTEMPTS")
+    # the asset check fails when an unapplied event is older than this
+    webhook_unapplied_max_age_seconds: float = Field(120.0, gt=0, alias="WEBHOOK_UNAPPLIED_MAX_AGE_SECONDS")
+
     # HTTP API
     api_host: str = Field("127.0.0.1", alias="API_HOST")
     api_port: int = Field(8000, alias="API_PORT")

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from integration_core.api.deps import require_token
-from integration_core.api.routes import admin, health, jobs, routings
+from integration_core.api.routes import admin, health, jobs, routings, webhooks
 from integration_core.db.engine import get_engine, session_factory
 from integration_core.errors import Conflict, InvalidInput, NotFound
 from integration_core.operations.dagster_client import DagsterUnavailable
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(routings.router, dependencies=protected)
     app.include_router(admin.router, dependencies=protected)
+    app.include_router(webhooks.router)  # signed by the provider, not the API token (docs/webhooks.md)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:

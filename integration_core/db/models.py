@@ -421,6 +421,83 @@ class AuditLog(Base):
 # --- webhook inbox (issue 12) ------------------------------------------------------------------------------
 
 
+WEBHOOK_EVENT_STATUSES = ("received", "applied", "unmatched", "error")
+WEBHOOK_ENCODINGS = ("hex", "base64")
+
+
+class WebhookEndpoint(Base):
+    """A connection's webhook settings (docs/webhooks.md). The signing secret is Fernet-encrypted and write-only."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint("signature_encoding IN ('hex', 'base64')", name="encoding_known"),
+        CheckConstraint("length(trim(signature_header)) > 0", name="header_not_blank"),
+        CheckConstraint("timestamp_tolerance_seconds > 0", name="tolerance_positive"),
+    )
+
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(String(32), nullable=False)
+    secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    signature_header: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature_encoding: Mapped[str] = mapped_column(String(8), nullable=False, server_default="hex")
+    timestamp_header: Mapped[str | None] = mapped_column(String(64))
+    timestamp_tolerance_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("300"))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class WebhookEvent(Base):
+    """The inbox: a verified event, stored before it is acknowledged, applied later (integration_core.webhooks)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "dedup_key"),
+        CheckConstraint("status IN ('received', 'applied', 'unmatched', 'error')", name="status_known"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        # the apply loop and the age check: unapplied events, oldest first
+        Index("ix_webhook_events_unapplied", "received_at", "id", postgresql_where=text("status = 'received'")),
+        Index("ix_webhook_events_provider_status", "provider", "status"),
+        Index("ix_webhook_events_external_id", "external_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), nullable=False)
+    connection_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="SET NULL")
+    )
+    company_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # the provider's event id, else sha256 of the raw body (prefixed with the connection)
+    dedup_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="received")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookRejection(Base):
+    """Calls refused before anything was stored (bad or missing signature, unknown connection...): counted, no body."""
+
+    __tablename__ = "webhook_rejections"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # the connection id named by the call ('' when none or not a known connection)
+    connection_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+
 # --- reports (issue 13) ------------------------------------------------------------------------------------
 
 

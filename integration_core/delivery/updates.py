@@ -11,7 +11,8 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -33,26 +34,29 @@ class PullSummary:
     routings_updated: int = 0
     jobs_completed: int = 0
     unmatched: int = 0
+    # updates that changed a routing: nothing (no webhook, no earlier pull) had told us yet
+    changes_not_from_webhooks: int = 0
     cursor: datetime | None = None
     error: str | None = None
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-_FIND_ROUTING = text(
-    """
-    SELECT id, job_id, external_status, external_refs FROM job_routings
-     WHERE receiving_company_id = :company AND status = 'synced'
-       AND (id = :marker OR (external_id = :external_id AND external_refs->>'kind' = :kind))
+_MATCH = """
+       AND status = 'synced'
+       AND (id = :marker OR (external_id = :external_id AND external_refs->>'kind' = :kind)
+            OR external_refs->>'job_id' = :job_ref)
      ORDER BY (id = :marker) DESC NULLS LAST
      LIMIT 1
      FOR UPDATE
-    """
-)
+"""
+_COLUMNS = "SELECT id, job_id, external_status, external_refs, completed_at, revenue FROM job_routings"
+_FIND_ROUTING = text(f"{_COLUMNS} WHERE receiving_company_id = :company {_MATCH}")
+# an event that names no connection (the generic webhook without ?connection=): any company's routing
+_FIND_ROUTING_ANY_COMPANY = text(f"{_COLUMNS} WHERE true {_MATCH}")
 _UPDATE_ROUTING = text(
     """
     UPDATE job_routings
-       SET external_status = :status, completed_at = coalesce(:completed_at, completed_at),
-           revenue = coalesce(:revenue, revenue), external_refs = external_refs || :refs
+       SET external_status = :status, completed_at = :completed_at, revenue = :revenue, external_refs = :refs
      WHERE id = :id
     """
 ).bindparams(bindparam("refs", type_=JSONB))
@@ -77,38 +81,132 @@ _OLDEST_SYNC = text(
 _SET_CURSOR = text("UPDATE provider_connections SET updates_cursor = :cursor WHERE id = :id")
 
 
-async def _apply(conn: AsyncConnection, company_id: uuid.UUID, u: ExternalUpdate, summary: PullSummary) -> None:
-    row = (
-        (
-            await conn.execute(
-                _FIND_ROUTING,
-                {"company": company_id, "marker": u.marker, "external_id": u.external_id, "kind": u.kind},
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        summary.unmatched += 1
-        return
-    refs: dict[str, Any] = {str(k): v for k, v in u.refs.items()}
-    current_source = (row["external_refs"] or {}).get("status_source")
-    status = u.external_status
-    if u.read_from == "booking" and current_source == "job":
-        status = row["external_status"]  # the job converted from our booking speaks for it now
+ApplyOutcome = Literal["changed", "unchanged", "stale", "unmatched"]
+# ordering stamps kept in external_refs: the provider time of the record the status / the revenue was read from
+_STAMPS = ("status_at", "revenue_at")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What :func:`apply_update` did: ``changed`` (the routing's status, completion, revenue or ids moved),
+    ``unchanged`` (it already said this), ``stale`` (older than what the routing already has: nothing
+    regressed) or ``unmatched`` (no delivered routing of ours)."""
+
+    outcome: ApplyOutcome
+    routing_id: uuid.UUID | None = None
+    status: str | None = None
+    jobs_completed: int = 0
+
+
+def _stamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+async def apply_update(
+    conn: AsyncConnection,
+    company_id: uuid.UUID | None,
+    u: ExternalUpdate,
+    *,
+    revenue_only: bool = False,
+    job_ref: str | None = None,
+    observed_at: datetime | None = None,
+) -> Applied:
+    """Write one observed change back to its routing: the ONE path of the status pull and of webhook events.
+
+    Idempotent and ordered: the status (and completion) of a routing moves only to an update at least as new
+    (``modified_on``) as the one it came from, read from the same record (a job converted from our booking
+    speaks for it; the booking's own status never overwrites the job's); the revenue moves only to a newer
+    observation (a pull observes "now": ``observed_at``). Writing what the routing already says changes nothing.
+    ``job_ref`` also matches a routing by the provider's job id in its refs (an invoice event knows only that);
+    ``revenue_only`` leaves status and completion alone. The caller owns the transaction.
+    """
+    params = {"marker": u.marker, "external_id": u.external_id, "kind": u.kind, "job_ref": job_ref}
+    if company_id is None:
+        found = await conn.execute(_FIND_ROUTING_ANY_COMPANY, params)
     else:
-        refs["status_source"] = u.read_from
+        found = await conn.execute(_FIND_ROUTING, {**params, "company": company_id})
+    row = found.mappings().first()
+    if row is None:
+        return Applied("unmatched")
+    current_refs: dict[str, Any] = dict(row["external_refs"] or {})
+    new_refs: dict[str, Any] = {str(k): v for k, v in u.refs.items()}
+    status: str | None = row["external_status"]
+    completed_at: datetime | None = row["completed_at"]
+    revenue: Decimal | None = row["revenue"]
+    modified_on = _utc(u.modified_on)
+    stale = False
+    if not revenue_only:
+        current_source = current_refs.get("status_source")
+        status_at = _stamp(current_refs.get("status_at"))
+        if u.read_from == "booking" and current_source == "job":
+            pass  # the job converted from our booking speaks for it now
+        elif current_source == u.read_from and status_at is not None and modified_on < status_at:
+            stale = True  # an older observation of the same record: never regress
+        else:
+            status = u.external_status
+            new_refs["status_source"] = u.read_from
+            new_refs["status_at"] = modified_on.isoformat()
+            if u.completed_at is not None:
+                completed_at = u.completed_at
+    if u.revenue is not None and not stale:
+        key = max(modified_on, _utc(observed_at)) if observed_at is not None else modified_on
+        revenue_at = _stamp(current_refs.get("revenue_at"))
+        if revenue_at is not None and key < revenue_at:
+            stale = stale or u.revenue != revenue
+        elif u.revenue != revenue or revenue_at is None:
+            revenue = u.revenue
+            new_refs["revenue_at"] = key.isoformat()
+    merged = {**current_refs, **new_refs}
+    changed = (
+        status != row["external_status"]
+        or completed_at != row["completed_at"]
+        or revenue != row["revenue"]
+        or any(current_refs.get(k) != v for k, v in new_refs.items() if k not in _STAMPS)
+    )
+    if not changed:
+        if merged != current_refs:  # a newer stamp for the same state: keep ordering exact, count no change
+            await conn.execute(
+                _UPDATE_ROUTING,
+                {"id": row["id"], "status": status, "completed_at": completed_at, "revenue": revenue, "refs": merged},
+            )
+        return Applied("stale" if stale else "unchanged", row["id"], status)
     await conn.execute(
         _UPDATE_ROUTING,
-        {"id": row["id"], "status": status, "completed_at": u.completed_at, "revenue": u.revenue, "refs": refs},
+        {"id": row["id"], "status": status, "completed_at": completed_at, "revenue": revenue, "refs": merged},
     )
+    completed = 0
+    if status != row["external_status"] or completed_at != row["completed_at"]:
+        if status == "completed":
+            done = await conn.execute(_COMPLETE_JOB, {"job_id": row["job_id"], "completed_at": completed_at})
+            completed = int(getattr(done, "rowcount", 0) or 0)
+        elif status in ("canceled", "dismissed"):
+            await conn.execute(_CANCEL_JOB_IF_ALL_FINAL, {"job_id": row["job_id"]})
+    return Applied("changed", row["id"], status, completed)
+
+
+async def _apply(
+    conn: AsyncConnection, company_id: uuid.UUID, u: ExternalUpdate, summary: PullSummary, observed_at: datetime
+) -> None:
+    result = await apply_update(conn, company_id, u, observed_at=observed_at)
+    if result.outcome == "unmatched":
+        summary.unmatched += 1
+        return
     summary.routings_updated += 1
-    summary.statuses[status] = summary.statuses.get(status, 0) + 1
-    if status == "completed":
-        done = await conn.execute(_COMPLETE_JOB, {"job_id": row["job_id"], "completed_at": u.completed_at})
-        summary.jobs_completed += int(getattr(done, "rowcount", 0) or 0)
-    elif status in ("canceled", "dismissed"):
-        await conn.execute(_CANCEL_JOB_IF_ALL_FINAL, {"job_id": row["job_id"]})
+    if result.outcome == "changed":
+        summary.changes_not_from_webhooks += 1
+    if result.status:
+        summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+    summary.jobs_completed += result.jobs_completed
 
 
 async def pull_updates(
@@ -133,6 +231,7 @@ async def pull_updates(
             oldest = (await conn.execute(_OLDEST_SYNC, {"company": company_id})).scalar()
         since = (oldest - timedelta(minutes=5)) if oldest else datetime.now(UTC) - DEFAULT_FIRST_LOOKBACK
     live = open_connection(engine, row, settings, provider_factory)
+    observed_at = datetime.now(UTC)
     try:
         batch = await live.provider.fetch_updates(since)
     except ProviderError as exc:
@@ -144,7 +243,7 @@ async def pull_updates(
     summary.updates_seen = len(batch.updates)
     async with engine.begin() as conn:
         for update in sorted(batch.updates, key=lambda u: u.modified_on):
-            await _apply(conn, company_id, update, summary)
+            await _apply(conn, company_id, update, summary, observed_at)
         await conn.execute(_SET_CURSOR, {"id": row.id, "cursor": batch.cursor})
     summary.cursor = batch.cursor
     return summary

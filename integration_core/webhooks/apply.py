@@ -1,0 +1,135 @@
+"""Apply the inbox: unapplied events → routings, through the status pull's own write path.
+
+Batches are locked with ``FOR UPDATE SKIP LOCKED``, so any number of appliers (the sensor, `si webhooks
+replay --apply`, a bench) can run at once without applying an event twice. Each event is applied in a savepoint:
+one bad event is recorded (attempts, last_error; status `error` after WEBHOOK_MAX_APPLY_ATTEMPTS) and the
+others go on. An event whose record we do not know becomes `unmatched` (kept, reported); it is queued again
+when a later event of the same connection matches that record (a job event may arrive before the booking event
+that tells us the job is ours).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from integration_core.delivery.updates import apply_update
+from integration_core.providers.base import redact
+from integration_core.settings import Settings
+from integration_core.webhooks import events
+
+log = logging.getLogger(__name__)
+
+_BATCH = text(
+    """
+    SELECT id, provider, company_id, payload, received_at, attempts FROM webhook_events
+     WHERE status = 'received'
+     ORDER BY received_at, id
+     LIMIT :limit
+     FOR UPDATE SKIP LOCKED
+    """
+)
+_DONE = text(
+    """
+    UPDATE webhook_events SET status = :status, attempts = attempts + 1, last_error = :error,
+           applied_at = clock_timestamp()
+     WHERE id = :id
+    """
+)
+_FAILED = text(
+    "UPDATE webhook_events SET status = :status, attempts = attempts + 1, last_error = :error WHERE id = :id"
+)
+_REQUEUE = text(
+    """
+    UPDATE webhook_events SET status = 'received'
+     WHERE status = 'unmatched' AND company_id = :company AND external_id = ANY(:ids) AND id <> :id
+    """
+)
+
+
+@dataclass
+class ApplySummary:
+    events: int = 0
+    applied: int = 0
+    unmatched: int = 0
+    errors: int = 0
+    changed: int = 0  # routings whose state moved
+    requeued: int = 0
+    by_provider: Counter[str] = field(default_factory=Counter)
+
+
+async def _apply_one(conn: AsyncConnection, row: Any, summary: ApplySummary) -> str:
+    company: uuid.UUID | None = row["company_id"]
+    todo = events.changes(row["provider"], row["payload"], received_at=row["received_at"])
+    matched = False
+    ids: set[str] = set()
+    for change in todo:
+        result = await apply_update(
+            conn, company, change.update, revenue_only=change.revenue_only, job_ref=change.job_ref
+        )
+        if result.outcome == "unmatched":
+            continue
+        matched = True
+        summary.changed += result.outcome == "changed"
+        ids.add(change.update.external_id)
+        ids.update(str(v) for k, v in change.update.refs.items() if k in ("job_id", "booking_id"))
+        if change.job_ref:
+            ids.add(change.job_ref)
+    if matched and company is not None and ids:
+        requeued = await conn.execute(_REQUEUE, {"company": company, "ids": sorted(ids), "id": row["id"]})
+        summary.requeued += int(getattr(requeued, "rowcount", 0) or 0)
+    return "applied" if matched or not todo else "unmatched"
+
+
+async def apply_inbox(
+    engine: AsyncEngine, settings: Settings, *, batch_size: int | None = None, max_batches: int = 100
+) -> ApplySummary:
+    """Apply every unapplied event (up to ``max_batches`` batches); returns what happened."""
+    limit = batch_size or settings.webhook_apply_batch_size
+    summary = ApplySummary()
+    for _ in range(max_batches):
+        async with engine.begin() as conn:
+            rows = (await conn.execute(_BATCH, {"limit": limit})).mappings().all()
+            requeued_before = summary.requeued
+            for row in rows:
+                summary.events += 1
+                summary.by_provider[row["provider"]] += 1
+                try:
+                    async with conn.begin_nested():
+                        status = await _apply_one(conn, row, summary)
+                        error = None if status == "applied" else "no delivered routing matches this record"
+                        await conn.execute(_DONE, {"id": row["id"], "status": status, "error": error})
+                except Exception as exc:  # one bad event never blocks the others
+                    final = row["attempts"] + 1 >= settings.webhook_max_apply_attempts
+                    message = redact(f"{type(exc).__name__}: {exc}")[:500]
+                    log.warning("webhook event %s failed to apply: %s", row["id"], type(exc).__name__)
+                    await conn.execute(
+                        _FAILED, {"id": row["id"], "status": "error" if final else "received", "error": message}
+                    )
+                    summary.errors += 1
+                    continue
+                if status == "applied":
+                    summary.applied += 1
+                else:
+                    summary.unmatched += 1
+        if len(rows) < limit and summary.requeued == requeued_before:
+            break
+    return summary
+
+
+async def oldest_unapplied_age(engine: AsyncEngine) -> float | None:
+    async with engine.connect() as conn:
+        age = (
+            await conn.execute(
+                text(
+                    "SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events WHERE status = 'received'"
+                )
+            )
+        ).scalar()
+    return float(age) if age is not None else None
