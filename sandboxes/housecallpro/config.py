@@ -58,7 +58,7 @@ class HcpConfig:
     seed: int = 0
     # Housecall Pro publishes no limits; these are the sandbox's defaults per company (settable per account).
     rate: float = 20.0  # requests per second per company
-    burst: int = 20
+    burst: int = 40
     retry_after: RetryAfterMode = "sometimes"  # whether a throttled answer carries Retry-After
     seed_demo_accounts: bool = True
     default_page_size: int = 10
