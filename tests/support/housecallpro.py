@@ -22,9 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from integration_core.local.demo import DEMO_HCP_ACCOUNTS
 from integration_core.local.http_server import free_port
+from sandboxes.housecallpro import HcpConfig, create_app
 from sandboxes.housecallpro.spec import SyncValidatingTransport
 from tests.support.config import ROOT
 
@@ -70,6 +72,33 @@ def serve_hcp_sandbox(*extra_args: str, startup_timeout: float = 60) -> Iterator
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextlib.contextmanager
+def serve_hcp_in_thread(config: HcpConfig | None = None) -> Iterator[tuple[str, Starlette]]:
+    """A sandbox served by uvicorn in a thread of this process (real HTTP over loopback), for tests that need
+    its in-process side: yields (base URL, app); `app.state.sandbox.add_listener(...)` attaches event listeners."""
+    import threading
+
+    import uvicorn
+
+    app = create_app(config or HcpConfig())
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="hcp-sandbox", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the in-thread sandbox did not start"
+            time.sleep(0.02)
+        app.state.definitions.wait_loaded(30)
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @dataclass
