@@ -6,6 +6,8 @@ Names the troubleshooting guide uses keep their names (`DATABASE_URL`, `SERVICET
 
 from __future__ import annotations
 
+import os
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -52,6 +54,10 @@ class Settings(BaseSettings):
 
     api_token: SecretStr = Field(SecretStr(DEV_API_TOKEN), alias="API_TOKEN")
     secret_key: SecretStr = Field(SecretStr(DEV_SECRET_KEY), alias="SECRET_KEY")
+    # Key rotation (docs/security.md): comma-separated, the newest first; new secrets are encrypted with the first,
+    # every key decrypts. Set SECRET_KEYS or SECRET_KEY, not both. With SECRET_KEYS, `secret_key` holds the whole
+    # ring (the keys joined by crypto.KEY_SEPARATOR): every caller hands it to crypto unchanged.
+    secret_keys: SecretStr | None = Field(None, alias="SECRET_KEYS")
 
     # Defaults for a single-tenant setup; per-company connections live in the database.
     servicetitan_client_id: str | None = Field(None, alias="SERVICETITAN_CLIENT_ID")
@@ -91,6 +97,8 @@ class Settings(BaseSettings):
     # `warmfork`: run workers forked from a warm process in the daemon (pipelines/launcher.py); `default`:
     # Dagster's stock DefaultRunLauncher (a new Python process per run). Nothing else depends on the choice.
     dagster_run_launcher: Literal["warmfork", "default"] = Field("warmfork", alias="DAGSTER_RUN_LAUNCHER")
+    # the Dagster instance directory (Dagster's own variable; the image's entrypoint writes dagster.yaml into it)
+    dagster_home: Path | None = Field(None, alias="DAGSTER_HOME")
     # how many runs Dagster runs at once (dagster.yaml's concurrency.runs.max_concurrent_runs is written from it)
     dagster_max_concurrent_runs: int = Field(16, ge=1, le=1000, alias="DAGSTER_MAX_CONCURRENT_RUNS")
     dagster_code_server_port: int = Field(4000, alias="DAGSTER_CODE_SERVER_PORT")
@@ -109,6 +117,11 @@ class Settings(BaseSettings):
     failure_rate_threshold: float = Field(0.2, ge=0, le=1, alias="FAILURE_RATE_THRESHOLD")
     delivery_target_seconds: float = Field(300.0, gt=0, alias="DELIVERY_TARGET_SECONDS")
     alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")
+    # daily reports (integration_core/reports, docs/reports.md): days are calendar days in REPORTING_TIMEZONE
+    reporting_timezone: str = Field("America/Los_Angeles", alias="REPORTING_TIMEZONE")
+    reports_start_date: date = Field(date(2026, 1, 1), alias="REPORTS_START_DATE")  # the first daily partition
+    delivery_sla_seconds: float = Field(300.0, gt=0, alias="DELIVERY_SLA_SECONDS")  # a company's p95 routed→synced
+    sla_error_factor: float = Field(2.0, ge=1, alias="SLA_ERROR_FACTOR")  # WARN over a threshold, ERROR over x it
 
     # Provider webhooks (docs/webhooks.md): inbound /webhooks/*, stored then applied by the webhook sensor
     webhook_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, alias="WEBHOOK_MAX_BODY_BYTES")  # larger: 413
@@ -123,6 +136,8 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", alias="API_HOST")
     api_port: int = Field(8000, alias="API_PORT")
     api_page_size_max: int = Field(500, alias="API_PAGE_SIZE_MAX")
+    # the largest request body the API reads (larger: 413 before parsing or auth; docs/security.md)
+    api_max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3, alias="API_MAX_BODY_BYTES")
 
     # Operator surface: health checks and the Dagster webserver's GraphQL API (operations/dagster_client.py)
     # default: the local stack's webserver, http://127.0.0.1:$DAGSTER_WEBSERVER_PORT
@@ -133,8 +148,23 @@ class Settings(BaseSettings):
     # a provider connection is checked (token + one cheap read) at most once per this many seconds
     health_cache_seconds: float = Field(60.0, ge=0, le=86_400, alias="HEALTH_CACHE_SECONDS")
     health_check_timeout_seconds: float = Field(10.0, gt=0, le=120, alias="HEALTH_CHECK_TIMEOUT_SECONDS")
+    # the public (no token) health answers are cached this long per API process
+    health_public_cache_seconds: float = Field(5.0, ge=0, le=3600, alias="HEALTH_PUBLIC_CACHE_SECONDS")
 
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("reporting_timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"REPORTING_TIMEZONE: unknown time zone {v!r} (an IANA name, e.g. America/Los_Angeles)"
+            ) from None
+        return v
 
     @field_validator("health_required_components")
     @classmethod
@@ -160,20 +190,40 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _enforce_secrets(self) -> Settings:
+        from integration_core.crypto import KEY_SEPARATOR
+
+        key_var = "SECRET_KEY"
+        if self.secret_keys is not None:
+            key_var = "SECRET_KEYS"
+            if "secret_key" in self.model_fields_set:
+                raise ConfigurationError("set SECRET_KEYS (key rotation) or SECRET_KEY, not both")
+            keys = [k.strip() for k in self.secret_keys.get_secret_value().split(",") if k.strip()]
+            if not keys:
+                raise ConfigurationError("SECRET_KEYS names no key; list the keys comma-separated, the newest first")
+            if any(KEY_SEPARATOR in k for k in keys):
+                raise ConfigurationError("SECRET_KEYS: a key must not contain a line break")
+            self.secret_key = SecretStr(KEY_SEPARATOR.join(dict.fromkeys(keys)))
+            self.secret_keys = None  # consumed: a copy re-validated later must not see both
         if self.environment in ("development", "test"):
             return self
-        for var, value in (("API_TOKEN", self.api_token), ("SECRET_KEY", self.secret_key)):
-            raw = value.get_secret_value()
-            if raw.strip().lower() in PLACEHOLDER_SECRETS or raw in (DEV_API_TOKEN, DEV_SECRET_KEY):
-                raise ConfigurationError(
-                    f"{var} is missing or a placeholder; set {var} in the environment or .env "
-                    f"(ENVIRONMENT={self.environment} refuses development defaults)"
-                )
-            if var == "SECRET_KEY" and len(raw) < 16:
-                raise ConfigurationError("SECRET_KEY must be at least 16 characters long")
+        for var, value in (("API_TOKEN", self.api_token), (key_var, self.secret_key)):
+            for raw in value.get_secret_value().split(KEY_SEPARATOR):
+                if raw.strip().lower() in PLACEHOLDER_SECRETS or raw in (DEV_API_TOKEN, DEV_SECRET_KEY):
+                    raise ConfigurationError(
+                        f"{var} is missing or a placeholder; set {var} in the environment or .env "
+                        f"(ENVIRONMENT={self.environment} refuses development defaults)"
+                    )
+                if var != "API_TOKEN" and len(raw) < 16:
+                    raise ConfigurationError(f"{var}: every key must be at least 16 characters long")
         return self
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def set_in_environment(name: str) -> bool:
+    """Whether the process environment itself sets `name` (not `.env`): Dagster's `EnvVar` resolves from the
+    environment only, so the code location hands a secret over as an EnvVar only when this is true."""
+    return bool(os.environ.get(name))

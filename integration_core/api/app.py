@@ -1,8 +1,14 @@
-"""The HTTP API (FastAPI). Paths are the troubleshooting guide's; everything but health needs the token."""
+"""The HTTP API (FastAPI). Paths are the troubleshooting guide's; everything but public health needs the token.
+
+Before anything else (routing, auth, parsing) a request body is held to `API_MAX_BODY_BYTES` (api/limits.py).
+The OpenAPI document lists the error answers every operation can give (401, 404, 413, 422; `_document_errors`).
+docs/security.md has the rules.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -11,10 +17,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from integration_core.api.deps import require_token
+from integration_core.api.limits import BodySizeLimit
 from integration_core.api.routes import admin, health, jobs, routings, webhooks
 from integration_core.db.engine import get_engine, session_factory
 from integration_core.errors import Conflict, InvalidInput, NotFound
 from integration_core.operations.dagster_client import DagsterUnavailable
+from integration_core.schemas import ErrorOut
 from integration_core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -31,8 +39,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine or get_engine()
     app.state.session_factory = session_factory(app.state.engine)
 
+    app.state.health_cache = health.StatusCache(settings.health_public_cache_seconds)
+    # per path prefix: a larger limit for the provider webhooks (WEBHOOK_MAX_BODY_BYTES)
+    app.add_middleware(
+        BodySizeLimit,
+        default=settings.api_max_body_bytes,
+        limits={"/webhooks/": settings.webhook_max_body_bytes},
+    )
+
     protected = [Depends(require_token)]
     app.include_router(health.router)
+    app.include_router(health.admin_router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(routings.router, dependencies=protected)
     app.include_router(admin.router, dependencies=protected)
@@ -86,4 +103,45 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         ]
         return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
+    _document_errors(app)
     return app
+
+
+_ERRORS = {
+    "401": "missing or invalid API token (`Authorization: Bearer <API_TOKEN>`)",
+    "404": "no such record (a path id names nothing)",
+    "413": "request body larger than the limit (`API_MAX_BODY_BYTES`)",
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Add the error answers FastAPI cannot infer to every operation of the OpenAPI document: 401 where the token
+    is required, 404 where a path parameter names a record, 413 where a body is taken (422 FastAPI adds itself).
+    An operation's own description of one of them is kept."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = FastAPI.openapi(app)
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorOut", ErrorOut.model_json_schema())
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+        for item in document.get("paths", {}).values():
+            for method, op in item.items():
+                if method not in {"get", "post", "put", "patch", "delete"}:
+                    continue
+                answers = op.setdefault("responses", {})
+                codes = []
+                if op.get("security"):
+                    codes.append("401")
+                if any(p.get("in") == "path" for p in op.get("parameters", [])):
+                    codes.append("404")
+                if "requestBody" in op:
+                    codes.append("413")
+                for code in codes:
+                    answer = answers.setdefault(code, {"description": _ERRORS[code]})
+                    answer.setdefault("content", error)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,10 +1,8 @@
 """`si` operator commands: health, status, routings, connections, companies, dry runs, the run queue.
 
 Registered on the `si` app by `integration_core/cli/main.py`. They read and write the database directly (like the
-API, through the same core functions), and reach Dagster through its webserver's GraphQL API.
-
-Exit codes: 0 ok · 1 the operation failed · 2 usage error · 3 a dependency (database, Dagster, provider) is
-unavailable · 4 not found.
+API, through the same core functions: `integration_core/operations/`, `integration_core/delivery/retry.py`), and
+reach Dagster through its webserver's GraphQL API. Exit codes: `integration_core/cli/common.py` (`ExitCode`).
 """
 
 from __future__ import annotations
@@ -17,38 +15,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from integration_core.cli.common import ExitCode, console, core_errors, err, fail
 from integration_core.domain import RoutingStatus
-from integration_core.errors import InvalidInput, NotFound
-from integration_core.operations.dagster_client import DagsterUnavailable
+from integration_core.errors import NotFound
 from integration_core.settings import get_settings
 
-if TYPE_CHECKING:  # the database layer is imported when a command runs: `si sandbox serve` starts fast
+if TYPE_CHECKING:  # the database layer is imported when a command runs: `si --help` starts fast
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_NOT_FOUND = 4
-
 ACTOR = "cli"
-
-console = Console()
-err = Console(stderr=True)
 
 routings_app = typer.Typer(help="Routings: list, show, retry failed ones.", no_args_is_help=True)
 connections_app = typer.Typer(help="Provider connections: add, test, enable, disable.", no_args_is_help=True)
 companies_app = typer.Typer(help="Companies.", no_args_is_help=True)
 queue_app = typer.Typer(help="Dagster's run queue.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def _engine() -> Engine:
@@ -58,29 +41,10 @@ def _engine() -> Engine:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Map core errors to exit codes; never print a traceback for something an operator can act on."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    try:
-        yield
-    except NotFound as exc:
-        raise _fail(str(exc), EXIT_NOT_FOUND) from None
-    except InvalidInput as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
-    except DagsterUnavailable as exc:
-        raise _fail(f"{exc} (is the Dagster webserver up? DAGSTER_WEBSERVER_URL)", EXIT_UNAVAILABLE) from None
-    except OperationalError as exc:
-        raise _fail(f"database unavailable ({type(exc.orig).__name__})", EXIT_UNAVAILABLE) from None
-    except DBAPIError as exc:
-        raise _fail(f"the database refused the request ({type(exc.orig).__name__})", EXIT_FAILED) from None
-
-
-@contextmanager
 def _session() -> Iterator[Session]:
     from integration_core.db.engine import session_scope
 
-    with _errors(), session_scope(_engine()) as session:
+    with core_errors(), session_scope(_engine()) as session:
         yield session
 
 
@@ -88,7 +52,7 @@ def _parse_uuid(value: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise _fail(f"{what} {value!r} is not a UUID", EXIT_USAGE) from None
+        raise fail(f"{what} {value!r} is not a UUID", ExitCode.usage) from None
 
 
 def _age(seconds: float | None) -> str:
@@ -124,7 +88,7 @@ def health_cmd(
     component: Annotated[
         str | None, typer.Argument(help="one of db, providers, dagster, sandbox (default: all)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the same JSON as GET /api/health")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the same JSON as GET /api/admin/health")] = False,
 ) -> None:
     """Check the database, the provider connections, Dagster and the sandbox (the checks of GET /api/health);
     exit 3 when a required component (HEALTH_REQUIRED_COMPONENTS) is down, or the one component asked for."""
@@ -133,14 +97,14 @@ def health_cmd(
 
     settings = get_settings()
     if component is not None and component not in HEALTH_COMPONENTS:
-        raise _fail(f"unknown component {component!r}; choose from {', '.join(HEALTH_COMPONENTS)}", EXIT_USAGE)
+        raise fail(f"unknown component {component!r}; choose from {', '.join(HEALTH_COMPONENTS)}", ExitCode.usage)
     engine = _engine()
     if component is None:
         report = health.check_all(engine, settings)
     else:
-        report = health.HealthReport({component: health.check_component(component, engine, settings)})
+        report = health.HealthReport.of({component: health.check_component(component, engine, settings)})
     if as_json:
-        _print_json(report.as_dict())
+        _print_json(report.model_dump(mode="json", exclude_none=True))
     else:
         table = Table("component", "status", "required", "detail", title=f"health: {report.status}")
         for c in report.components.values():
@@ -149,7 +113,7 @@ def health_cmd(
         console.print(table)
     down = report.required_down if component is None else [c.name for c in report.components.values() if not c.ok]
     if down:
-        raise typer.Exit(EXIT_UNAVAILABLE)
+        raise typer.Exit(int(ExitCode.unavailable))
 
 
 def _detail(c: Any) -> str:
@@ -163,7 +127,8 @@ def _detail(c: Any) -> str:
         for conn in d.get("connections", []):
             extra = f": {conn['error']}" if conn.get("error") and conn.get("health") != "healthy" else ""
             cached = " (cached)" if conn.get("cached") else ""
-            lines.append(f"  tenant {conn['tenant_id']} ({conn['delivery_mode']}): {conn['health']}{cached}{extra}")
+            account = f"{conn.get('provider', '')} {conn.get('account_id', '')}".strip()
+            lines.append(f"  {account} ({conn['delivery_mode']}): {conn['health']}{cached}{extra}")
         return "\n".join(lines)
     if c.name == "dagster":
         q = d.get("run_queue", {})
@@ -224,11 +189,11 @@ def rate_limits_cmd(
     if as_json:
         _print_json([x.model_dump(mode="json") for x in limits])
         return
-    table = Table("provider", "tenant", "companies", "rate/s", "current/s", "tokens", "backoff left", "429s 1h")
+    table = Table("provider", "account", "companies", "rate/s", "current/s", "tokens", "backoff left", "429s 1h")
     for x in limits:
         table.add_row(
             x.provider,
-            x.tenant_id,
+            x.account_id,
             ", ".join(x.companies),
             f"{x.rate:g}",
             f"{x.current_rate:g}",
@@ -253,22 +218,11 @@ def routings_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Routings, newest first (`--status failed` is the dead-letter view)."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import selectinload
-
-    from integration_core.db.models import JobRouting
-    from integration_core.operations.routings import routing_out
+    from integration_core.operations.routings import list_routings
 
     company_id = _parse_uuid(company, "company") if company else None
     with _session() as session:
-        query = select(JobRouting).options(selectinload(JobRouting.receiving_company))
-        if status is not None:
-            query = query.where(JobRouting.status == status.value)
-        if company_id is not None:
-            query = query.where(JobRouting.receiving_company_id == company_id)
-        if error_code:
-            query = query.where(JobRouting.last_error_code == error_code)
-        rows = [routing_out(r) for r in session.scalars(query.order_by(JobRouting.sequence.desc()).limit(limit))]
+        rows = list_routings(session, status=status, company_id=company_id, error_code=error_code, limit=limit)
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
@@ -294,22 +248,11 @@ def routings_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One routing and every delivery attempt (lookups included)."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import selectinload
-
-    from integration_core.db.models import JobRouting
-    from integration_core.operations.routings import routing_detail_out
+    from integration_core.operations.routings import get_routing
 
     rid = _parse_uuid(routing_id, "routing")
     with _session() as session:
-        routing = session.scalars(
-            select(JobRouting)
-            .where(JobRouting.id == rid)
-            .options(selectinload(JobRouting.receiving_company), selectinload(JobRouting.attempts_log))
-        ).one_or_none()
-        if routing is None:
-            raise NotFound("routing", rid)
-        detail = routing_detail_out(routing)
+        detail = get_routing(session, rid)
     if as_json:
         _print_json(detail.model_dump(mode="json"))
         return
@@ -358,35 +301,27 @@ def routings_retry(
 ) -> None:
     """Return failed routings to pending (due now, attempts reset). Filters combine; at least one is needed."""
     from rich.progress import Progress
-    from sqlalchemy import select
 
-    from integration_core.db.models import JobRouting
-    from integration_core.delivery.retry import retry_failed
+    from integration_core.delivery.retry import failed_matching, retry_failed
+    from integration_core.operations.routings import routing_statuses
 
     ids = [_parse_uuid(i, "routing") for i in routing_ids or []]
     company_id = _parse_uuid(company, "company") if company else None
     if not (ids or company_id or error_code):
-        raise _fail("name routing ids, --company or --error-code", EXIT_USAGE)
+        raise fail("name routing ids, --company or --error-code", ExitCode.usage)
     with _session() as session:
         if ids:
-            known = dict(session.execute(select(JobRouting.id, JobRouting.status).where(JobRouting.id.in_(ids))).all())
+            known = routing_statuses(session, ids)
             missing = [str(i) for i in ids if i not in known]
             if missing:
                 raise NotFound("routing", ", ".join(missing))
-            skipped = {str(i): known[i] for i in ids if known[i] != RoutingStatus.failed.value}
+            skipped = {str(i): known[i] for i in ids if known[i] != RoutingStatus.failed}
             for rid, st in skipped.items():
                 err.print(f"[yellow]skipped[/yellow] {rid}: {st}, only failed routings can be retried")
-        query = select(JobRouting.id).where(JobRouting.status == RoutingStatus.failed.value)
-        if ids:
-            query = query.where(JobRouting.id.in_(ids))
-        if company_id:
-            query = query.where(JobRouting.receiving_company_id == company_id)
-        if error_code:
-            query = query.where(JobRouting.last_error_code == error_code)
-        targets = list(session.scalars(query.order_by(JobRouting.sequence)))
+        targets = failed_matching(session, routing_ids=ids, company_id=company_id, error_code=error_code)
     if not targets:
         if ids:
-            raise _fail("none of the given routings is failed; nothing retried", EXIT_FAILED)
+            raise fail("none of the given routings is failed; nothing retried", ExitCode.failed)
         console.print("no failed routings match; nothing to retry")
         return
     if not yes:
@@ -444,11 +379,14 @@ def connections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
-    table = Table("company", "tenant", "env", "mode", "enabled", "health", "last success", "last failure", "error")
+    table = Table(
+        "company", "provider", "account", "env", "mode", "enabled", "health", "last success", "last failure", "error"
+    )
     for r in rows:
         table.add_row(
             r.company_name,
-            r.tenant_id,
+            r.provider,
+            r.account_id,
             r.environment,
             r.delivery_mode,
             "yes" if r.enabled else "no",
@@ -471,77 +409,118 @@ def _secret(value: str | None, fallback: str | None, prompt: str) -> str:
 @connections_app.command("add")
 def connections_add(
     company_id: Annotated[str, typer.Argument(help="company id")],
+    provider: Annotated[str, typer.Option(help="servicetitan | housecallpro")] = "servicetitan",
     tenant_id: Annotated[
-        str | None, typer.Option(help="ServiceTitan tenant id (default SERVICETITAN_TENANT_ID)")
+        str | None, typer.Option(help="ServiceTitan: tenant id (default SERVICETITAN_TENANT_ID)")
+    ] = None,
+    account_id: Annotated[
+        str | None, typer.Option(help="Housecall Pro: the company id the API key belongs to")
     ] = None,
     environment: Annotated[
-        str | None, typer.Option(help="production | integration | sandbox (default SERVICETITAN_ENV)")
+        str | None,
+        typer.Option(help="production | integration (ServiceTitan) | sandbox (default SERVICETITAN_ENV / sandbox)"),
     ] = None,
     base_url: Annotated[
-        str | None, typer.Option(help="API host (sandbox only; default SERVICETITAN_SANDBOX_URL)")
+        str | None,
+        typer.Option(help="sandbox on loopback (default SERVICETITAN_SANDBOX_URL / HOUSECALLPRO_SANDBOX_URL)"),
     ] = None,
-    mode: Annotated[str, typer.Option(help="delivery mode: booking | job")] = "booking",
+    mode: Annotated[
+        str | None, typer.Option(help="delivery mode: booking | job (ServiceTitan), lead | job (Housecall Pro)")
+    ] = None,
     booking_provider_id: Annotated[int | None, typer.Option(help="booking mode: the booking provider id")] = None,
-    business_unit_id: Annotated[int | None, typer.Option(help="job mode: business unit id")] = None,
-    job_type_id: Annotated[int | None, typer.Option(help="job mode: job type id")] = None,
-    campaign_id: Annotated[int | None, typer.Option(help="job mode: campaign id")] = None,
+    business_unit_id: Annotated[int | None, typer.Option(help="ServiceTitan job mode: business unit id")] = None,
+    job_type_id: Annotated[int | None, typer.Option(help="ServiceTitan job mode: job type id")] = None,
+    campaign_id: Annotated[int | None, typer.Option(help="ServiceTitan job mode: campaign id")] = None,
     external_data_guid: Annotated[str | None, typer.Option(help="job mode: the app's externalData GUID")] = None,
-    priority: Annotated[str, typer.Option(help="Low | Normal | High | Urgent")] = "Normal",
-    rate: Annotated[float, typer.Option(help="requests per second ServiceTitan allows this tenant")] = 60.0,
-    burst: Annotated[int, typer.Option(help="requests at once within that budget")] = 10,
+    priority: Annotated[str, typer.Option(help="ServiceTitan: Low | Normal | High | Urgent")] = "Normal",
+    lead_source: Annotated[
+        str | None, typer.Option(help="Housecall Pro: the lead source our records carry")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="requests per second the provider allows this account (0.1..100)")
+    ] = None,
+    burst: Annotated[int | None, typer.Option(help="requests at once within that budget (1..100)")] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="store it disabled")] = False,
     client_id: Annotated[
         str | None, typer.Option(help="default SERVICETITAN_CLIENT_ID, else asked (hidden)", show_default=False)
     ] = None,
 ) -> None:
-    """Create or replace a company's ServiceTitan connection. The client secret and app key are read from
-    SERVICETITAN_CLIENT_SECRET / SERVICETITAN_APP_KEY (environment or .env) or asked with hidden input; they are
-    stored encrypted and never printed."""
+    """Create or replace a company's connection to ServiceTitan (`--provider servicetitan`, the default) or
+    Housecall Pro (`--provider housecallpro`). Secrets are read from the environment or .env
+    (SERVICETITAN_CLIENT_SECRET / SERVICETITAN_APP_KEY; HOUSECALLPRO_API_KEY) or asked with hidden input; they
+    are stored encrypted and never printed."""
+    import os
+
     from pydantic import ValidationError
 
+    from integration_core.errors import InvalidInput
+    from integration_core.providers import registry
     from integration_core.referrals import directory
     from integration_core.schemas import ConnectionCreate
 
     settings = get_settings()
     cid = _parse_uuid(company_id, "company")
-    env = environment or settings.servicetitan_env
-    body: dict[str, Any] = {
-        "environment": env,
-        "base_url": base_url or (settings.servicetitan_sandbox_url if env == "sandbox" else None),
-        "tenant_id": tenant_id or settings.servicetitan_tenant_id,
-        "delivery_mode": mode,
-        "booking_provider_id": booking_provider_id,
-        "business_unit_id": business_unit_id,
-        "job_type_id": job_type_id,
-        "campaign_id": campaign_id,
-        "external_data_guid": external_data_guid,
-        "priority": priority,
-        "rate_limit_per_second": rate,
-        "rate_limit_burst": burst,
-        "enabled": not disabled,
-    }
-    if not body["tenant_id"]:
-        raise _fail("--tenant-id is required (or set SERVICETITAN_TENANT_ID)", EXIT_USAGE)
-    secret_default = settings.servicetitan_client_secret
-    app_key_default = settings.servicetitan_app_key
-    body["client_id"] = _secret(client_id, settings.servicetitan_client_id, "client id")
-    body["client_secret"] = _secret(
-        None, secret_default.get_secret_value() if secret_default else None, "client secret"
-    )
-    body["app_key"] = _secret(None, app_key_default.get_secret_value() if app_key_default else None, "app key")
+    if provider not in registry.names():
+        raise fail(f"--provider: one of {', '.join(registry.names())}", ExitCode.usage)
+    body: dict[str, Any] = {"provider": provider, "enabled": not disabled}
+    if rate is not None:
+        body["rate_limit_per_second"] = rate
+    if burst is not None:
+        body["rate_limit_burst"] = burst
+    if provider == "housecallpro":
+        env = environment or "sandbox"
+        body |= {
+            "environment": env,
+            "base_url": base_url or (settings.housecallpro_sandbox_url if env == "sandbox" else None),
+            "company_id": account_id,
+            "delivery_mode": mode or "lead",
+        }
+        if lead_source:
+            body["lead_source"] = lead_source
+        if not account_id:
+            raise fail("--account-id is required (the Housecall Pro company id)", ExitCode.usage)
+        body["api_key"] = _secret(None, os.environ.get("HOUSECALLPRO_API_KEY"), "API key")
+    else:
+        env = environment or settings.servicetitan_env
+        body |= {
+            "environment": env,
+            "base_url": base_url or (settings.servicetitan_sandbox_url if env == "sandbox" else None),
+            "tenant_id": tenant_id or settings.servicetitan_tenant_id,
+            "delivery_mode": mode or "booking",
+            "booking_provider_id": booking_provider_id,
+            "business_unit_id": business_unit_id,
+            "job_type_id": job_type_id,
+            "campaign_id": campaign_id,
+            "external_data_guid": external_data_guid,
+            "priority": priority,
+        }
+        if not body["tenant_id"]:
+            raise fail("--tenant-id is required (or set SERVICETITAN_TENANT_ID)", ExitCode.usage)
+        secret_default = settings.servicetitan_client_secret
+        app_key_default = settings.servicetitan_app_key
+        body["client_id"] = _secret(client_id, settings.servicetitan_client_id, "client id")
+        body["client_secret"] = _secret(
+            None, secret_default.get_secret_value() if secret_default else None, "client secret"
+        )
+        body["app_key"] = _secret(None, app_key_default.get_secret_value() if app_key_default else None, "app key")
     try:
         data = ConnectionCreate.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'connection'}: {e['msg']}" for e in exc.errors())
-        raise _fail(problems, EXIT_USAGE) from None
-    with _session() as session:
-        conn = directory.upsert_connection(
-            session, cid, data, secret_key=settings.secret_key.get_secret_value(), actor=ACTOR
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'connection'}: {e['msg']}" for e in exc.errors()
         )
-        out = directory.connection_out(conn, settings.secret_key.get_secret_value())
+        raise fail(problems, ExitCode.usage) from None
+    with _session() as session:
+        try:
+            conn = directory.upsert_connection(
+                session, cid, data, secret_key=settings.secret_key.get_secret_value(), actor=ACTOR
+            )
+        except InvalidInput as exc:
+            raise fail("; ".join(f"{loc[-1]}: {msg}" for loc, msg in exc.errors), ExitCode.usage) from None
+        out = directory.connection_out(conn)
     console.print(
-        f"connection {out.id} saved for company {cid}: tenant {out.tenant_id}, {out.environment}, "
-        f"{out.delivery_mode} mode, {'enabled' if out.enabled else 'disabled'} (client id {out.client_id})"
+        f"connection {out.id} saved for company {cid}: {out.provider} {out.account_id}, {out.environment}, "
+        f"{out.delivery_mode} mode, {'enabled' if out.enabled else 'disabled'}"
     )
     console.print("check it with: si connections test " + str(cid))
 
@@ -556,13 +535,17 @@ def connections_test(company_id: Annotated[str, typer.Argument(help="company id"
     cid = _parse_uuid(company_id, "company")
     with _session() as session:
         conn_id = directory.company_connection(session, cid).id
-    with _errors():
+    with core_errors():
         [result] = health.check_connections(_engine(), get_settings(), connection_ids=[conn_id], force=True)
     if result.ok:
-        console.print(f"[green]healthy[/green]: tenant {result.tenant_id} ({result.delivery_mode} mode)")
+        console.print(
+            f"[green]healthy[/green]: {result.provider} {result.account_id} ({result.delivery_mode} mode)"
+        )
         return
-    console.print(f"[red]{result.health}[/red]: tenant {result.tenant_id}: {result.error_code}: {result.error}")
-    raise typer.Exit(EXIT_UNAVAILABLE if result.unavailable else EXIT_FAILED)
+    console.print(
+        f"[red]{result.health}[/red]: {result.provider} {result.account_id}: {result.error_code}: {result.error}"
+    )
+    raise typer.Exit(int(ExitCode.unavailable if result.unavailable else ExitCode.failed))
 
 
 def _toggle(company_id: str, enabled: bool) -> None:
@@ -619,7 +602,7 @@ def companies_list(
         p = c.provider
         state = "enabled" if p.enabled else "DISABLED"
         provider = (
-            f"{p.provider} tenant {p.tenant_id} ({p.delivery_mode}, {state}, {p.health})" if p.configured else "none"
+            f"{p.provider} {p.account_id} ({p.delivery_mode}, {state}, {p.health})" if p.configured else "none"
         )
         table.add_row(
             c.name, str(c.id), "yes" if c.active else "no", skills or "-", zips or "-", str(c.technicians), provider
@@ -649,7 +632,7 @@ def queue_list() -> None:
     """Queued Dagster runs (one per receiving company at most is launched at a time)."""
     from integration_core.operations.dagster_client import DagsterClient
 
-    with _errors():
+    with core_errors():
         runs = DagsterClient.from_settings(get_settings()).queued_runs()
     table = Table("run id", "job", "partition (company)", "tenant", "queued at")
     for r in runs:
@@ -674,7 +657,7 @@ def queue_clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="do not as
         err.print(f"[yellow]not cancelled[/yellow] {run_id}: {why}")
     console.print(result.message)
     if result.failed:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(int(ExitCode.failed))
 
 
 def register(app: typer.Typer) -> None:

@@ -25,11 +25,12 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -41,45 +42,127 @@ from integration_core.settings import HEALTH_COMPONENTS, Settings
 log = logging.getLogger(__name__)
 
 Status = Literal["up", "degraded", "down", "disabled"]
+Overall = Literal["healthy", "degraded", "unhealthy"]
 
 
-@dataclass
-class ComponentReport:
-    name: str
+class ConnectionCheck(BaseModel):
+    """The outcome of one connection check (or of the cached one)."""
+
+    connection_id: uuid.UUID
+    company_id: uuid.UUID
+    provider: str
+    environment: str
+    account_id: str  # the provider account (ServiceTitan tenant id)
+    delivery_mode: str
+    health: str  # healthy | unhealthy | unknown
+    checked_at: datetime | None
+    cached: bool
+    error_code: str | None = None
+    error: str | None = None
+    # the provider could not be reached or asked us to wait (`si connections test` exits 3, not 1)
+    unavailable: bool = Field(False, exclude=True)
+
+    @property
+    def ok(self) -> bool:
+        return self.health == "healthy" and self.error_code is None
+
+
+class DaemonOut(BaseModel):
+    daemon: str
+    required: bool
+    healthy: bool | None
+    last_heartbeat_at: datetime | None
+    heartbeat_age_seconds: float | None
+
+
+class RunQueueOut(BaseModel):
+    queued: int
+    in_progress: int
+
+
+class ComponentReport(BaseModel):
+    """One component: `status`, whether it is `required`, and what the check found (only the fields that apply
+    to the component are set; serialised with `exclude_none`). This is the detailed, token-protected view;
+    the public one (`ComponentStatus`) carries the status alone."""
+
+    component: str
     status: Status
     required: bool
-    detail: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    message: str | None = None
+    # db
+    latency_ms: float | None = None
+    # providers
+    enabled_connections: int | None = None
+    healthy: int | None = None
+    cache_seconds: float | None = None
+    connections: list[ConnectionCheck] | None = None
+    # dagster
+    webserver: str | None = None
+    daemons: list[DaemonOut] | None = None
+    run_queue: RunQueueOut | None = None
+    # sandbox
+    url: str | None = None
+    definitions_loaded: bool | None = None
+    tenants: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.component
 
     @property
     def ok(self) -> bool:
         return self.status != "down"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "required": self.required, **self.detail}
+    @property
+    def detail(self) -> dict[str, Any]:
+        """What the check found, without the component's name, status and required flag (as JSON)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"component", "status", "required"})
 
 
-@dataclass
-class HealthReport:
+def _overall(components: dict[str, Any]) -> Overall:
+    if any(c.required and c.status == "down" for c in components.values()):
+        return "unhealthy"
+    if any(c.status not in ("up", "disabled") for c in components.values()):
+        return "degraded"
+    return "healthy"
+
+
+class HealthReport(BaseModel):
+    """Every component checked (or the one asked for): `unhealthy` when a required one is down."""
+
+    status: Overall
+    required: list[str]
     components: dict[str, ComponentReport]
+
+    @classmethod
+    def of(cls, components: dict[str, ComponentReport]) -> HealthReport:
+        return cls(
+            status=_overall(components),
+            required=sorted(c.component for c in components.values() if c.required),
+            components=components,
+        )
 
     @property
     def required_down(self) -> list[str]:
-        return [c.name for c in self.components.values() if c.required and c.status == "down"]
+        return [c.component for c in self.components.values() if c.required and c.status == "down"]
 
-    @property
-    def status(self) -> Literal["healthy", "degraded", "unhealthy"]:
-        if self.required_down:
-            return "unhealthy"
-        if any(c.status not in ("up", "disabled") for c in self.components.values()):
-            return "degraded"
-        return "healthy"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "required": sorted(c.name for c in self.components.values() if c.required),
-            "components": {name: c.as_dict() for name, c in self.components.items()},
-        }
+class ComponentStatus(BaseModel):
+    """Public health of one component: its status, nothing else."""
+
+    status: Status
+
+
+class PublicHealth(BaseModel):
+    """Public health: the overall status and each component's status — no ids, URLs, errors or counts."""
+
+    status: Overall
+    components: dict[str, ComponentStatus]
+
+
+class PublicComponentHealth(ComponentStatus):
+    component: str
 
 
 def _now() -> datetime:
@@ -98,8 +181,10 @@ def check_db(engine: Engine, settings: Settings) -> ComponentReport:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        return ComponentReport("db", "down", required, {"error": f"database unreachable ({type(exc).__name__})"})
-    return ComponentReport("db", "up", required, {"latency_ms": round((time.perf_counter() - started) * 1000, 1)})
+        error = f"database unreachable ({type(exc).__name__})"
+        return ComponentReport(component="db", status="down", required=required, error=error)
+    latency = round((time.perf_counter() - started) * 1000, 1)
+    return ComponentReport(component="db", status="up", required=required, latency_ms=latency)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -108,7 +193,7 @@ def check_db(engine: Engine, settings: Settings) -> ComponentReport:
 
 _ENABLED_CONNECTIONS = text(
     """
-    SELECT id, company_id, provider, environment, tenant_id, delivery_mode, health, health_checked_at, last_error
+    SELECT id, company_id, provider, environment, account_id, delivery_mode, health, health_checked_at, last_error
       FROM provider_connections
      WHERE enabled
      ORDER BY company_id, provider
@@ -135,43 +220,6 @@ _WRITE_CHECK = text(
     RETURNING health_checked_at
     """
 )
-
-
-@dataclass
-class ConnectionCheck:
-    """The outcome of one connection check (or of the cached one)."""
-
-    connection_id: uuid.UUID
-    company_id: uuid.UUID
-    provider: str
-    environment: str
-    tenant_id: str
-    delivery_mode: str
-    health: str  # healthy | unhealthy | unknown
-    checked_at: datetime | None
-    cached: bool
-    error: str | None = None
-    error_code: str | None = None
-    unavailable: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.health == "healthy" and self.error_code is None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "connection_id": str(self.connection_id),
-            "company_id": str(self.company_id),
-            "provider": self.provider,
-            "environment": self.environment,
-            "tenant_id": self.tenant_id,
-            "delivery_mode": self.delivery_mode,
-            "health": self.health,
-            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
-            "cached": self.cached,
-            "error_code": self.error_code,
-            "error": self.error,
-        }
 
 
 @dataclass(frozen=True)
@@ -209,6 +257,8 @@ async def _check_one(engine: AsyncEngine, row: Any, settings: Settings) -> _Outc
         return _Outcome("unhealthy", exc.code, f"{exc.message}{detail}"[:500])
     except ProviderError as exc:  # Retryable / UnknownOutcome: ServiceTitan unreachable or failing
         return _Outcome("unhealthy", exc.code, exc.message[:500], True)
+    except NotImplementedError as exc:  # a registered provider whose client is not available in this build
+        return _Outcome("unhealthy", "provider_unavailable", str(exc)[:500])
     except (ValueError, SQLAlchemyError) as exc:
         # a half-configured connection (e.g. sandbox without base_url) or the database went away mid-check
         return _Outcome("unhealthy", "check_failed", f"connection check failed ({type(exc).__name__})")
@@ -268,7 +318,7 @@ def check_connections(
             listed = (
                 conn.execute(
                     text(
-                        "SELECT id, company_id, provider, environment, tenant_id, delivery_mode, health, "
+                        "SELECT id, company_id, provider, environment, account_id, delivery_mode, health, "
                         "health_checked_at, last_error FROM provider_connections WHERE id = ANY(:ids)"
                     ),
                     {"ids": connection_ids},
@@ -292,7 +342,7 @@ def check_connections(
             company_id=row["company_id"],
             provider=row["provider"],
             environment=row["environment"],
-            tenant_id=row["tenant_id"],
+            account_id=row["account_id"],
             delivery_mode=row["delivery_mode"],
             health=row["health"],
             checked_at=row["health_checked_at"],
@@ -320,23 +370,50 @@ def check_providers(engine: Engine, settings: Settings) -> ComponentReport:
         checks = check_connections(engine, settings)
     except SQLAlchemyError as exc:
         error = f"cannot read connections: database unavailable ({type(exc).__name__})"
-        return ComponentReport("providers", "down", required, {"error": error})
+        return ComponentReport(component="providers", status="down", required=required, error=error)
     healthy = sum(1 for c in checks if c.ok)
-    detail: dict[str, Any] = {
-        "enabled_connections": len(checks),
-        "healthy": healthy,
-        "cache_seconds": settings.health_cache_seconds,
-        "connections": [c.as_dict() for c in checks],
-    }
-    if not checks:
-        return ComponentReport("providers", "up", required, {**detail, "message": "no enabled provider connection"})
-    if healthy == len(checks):
-        status: Status = "up"
-    elif healthy == 0 and all(c.health == "unhealthy" for c in checks):
-        status = "down"
-    else:
-        status = "degraded"
-    return ComponentReport("providers", status, required, detail)
+    return ComponentReport(
+        component="providers",
+        status=_providers_status([_verdict(c) for c in checks]),
+        required=required,
+        enabled_connections=len(checks),
+        healthy=healthy,
+        cache_seconds=settings.health_cache_seconds,
+        connections=checks,
+        message=None if checks else "no enabled provider connection",
+    )
+
+
+def _verdict(check: ConnectionCheck) -> str:
+    if check.ok:
+        return "healthy"
+    return "unhealthy" if check.health == "unhealthy" else "degraded"  # e.g. throttled: no verdict this time
+
+
+def _providers_status(healths: list[str]) -> Status:
+    """`up` when every enabled connection is healthy (or there is none), `down` when every one is unhealthy."""
+    if all(h == "healthy" for h in healths):
+        return "up"
+    if all(h == "unhealthy" for h in healths):
+        return "down"
+    return "degraded"
+
+
+_STORED_HEALTH = text("SELECT health FROM provider_connections WHERE enabled")
+
+
+def stored_providers_status(engine: Engine, settings: Settings) -> ComponentReport:
+    """The providers' status from what the last checks stored (`provider_connections.health`): no provider is
+    called. What public health answers; the checks run through the detailed view, `si health`, and the
+    connection test."""
+    required = "providers" in settings.required_components
+    try:
+        with engine.connect() as conn:
+            healths = list(conn.execute(_STORED_HEALTH).scalars())
+    except SQLAlchemyError as exc:
+        error = f"cannot read connections: database unavailable ({type(exc).__name__})"
+        return ComponentReport(component="providers", status="down", required=required, error=error)
+    return ComponentReport(component="providers", status=_providers_status(healths), required=required)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -351,36 +428,37 @@ def check_dagster(settings: Settings) -> ComponentReport:
         statuses = client.daemon_statuses()
         counts = client.run_counts()
     except DagsterUnavailable as exc:
-        return ComponentReport("dagster", "down", required, {"error": str(exc), "webserver": client.base_url})
+        return ComponentReport(
+            component="dagster", status="down", required=required, error=str(exc), webserver=client.base_url
+        )
     now = _now()
     daemons = [
-        {
-            "daemon": s.daemon_type,
-            "required": s.required,
-            "healthy": s.healthy,
-            "last_heartbeat_at": s.last_heartbeat_at.isoformat() if s.last_heartbeat_at else None,
-            "heartbeat_age_seconds": round((now - s.last_heartbeat_at).total_seconds(), 1)
+        DaemonOut(
+            daemon=s.daemon_type,
+            required=s.required,
+            healthy=s.healthy,
+            last_heartbeat_at=s.last_heartbeat_at,
+            heartbeat_age_seconds=round((now - s.last_heartbeat_at).total_seconds(), 1)
             if s.last_heartbeat_at
             else None,
-        }
+        )
         for s in statuses
     ]
     unhealthy = sorted(s.daemon_type for s in statuses if s.required and s.healthy is not True)
-    detail: dict[str, Any] = {
-        "webserver": client.base_url,
-        "daemons": daemons,
-        "run_queue": {"queued": counts.queued, "in_progress": counts.in_progress},
-    }
+    error = None
     if not statuses:
-        return ComponentReport("dagster", "down", required, {**detail, "error": "no daemon has ever heartbeated"})
-    if unhealthy:
-        return ComponentReport(
-            "dagster",
-            "down",
-            required,
-            {**detail, "error": f"daemon not heartbeating: {', '.join(unhealthy)} (is `dagster-daemon run` up?)"},
-        )
-    return ComponentReport("dagster", "up", required, detail)
+        error = "no daemon has ever heartbeated"
+    elif unhealthy:
+        error = f"daemon not heartbeating: {', '.join(unhealthy)} (is `dagster-daemon run` up?)"
+    return ComponentReport(
+        component="dagster",
+        status="down" if error else "up",
+        required=required,
+        error=error,
+        webserver=client.base_url,
+        daemons=daemons,
+        run_queue=RunQueueOut(queued=counts.queued, in_progress=counts.in_progress),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -391,20 +469,28 @@ def check_dagster(settings: Settings) -> ComponentReport:
 def check_sandbox(settings: Settings) -> ComponentReport:
     required = "sandbox" in settings.required_components
     if settings.servicetitan_env != "sandbox":
-        return ComponentReport(
-            "sandbox", "disabled", required, {"message": f"SERVICETITAN_ENV={settings.servicetitan_env}"}
-        )
+        message = f"SERVICETITAN_ENV={settings.servicetitan_env}"
+        return ComponentReport(component="sandbox", status="disabled", required=required, message=message)
     url = settings.servicetitan_sandbox_url.rstrip("/") + "/_sandbox/health"
     try:
         r = httpx.get(url, timeout=settings.dagster_timeout_seconds)
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
     except (httpx.HTTPError, ValueError) as exc:
         error = f"unreachable ({type(exc).__name__})"
-        return ComponentReport("sandbox", "down", required, {"url": url, "error": error})
+        return ComponentReport(component="sandbox", status="down", required=required, url=url, error=error)
     if r.status_code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
-        return ComponentReport("sandbox", "down", required, {"url": url, "error": f"HTTP {r.status_code}"})
-    detail = {"url": url, "definitions_loaded": body.get("definitions_loaded"), "tenants": body.get("tenants")}
-    return ComponentReport("sandbox", "up" if body.get("definitions_loaded") else "degraded", required, detail)
+        error = f"HTTP {r.status_code}"
+        return ComponentReport(component="sandbox", status="down", required=required, url=url, error=error)
+    loaded = body.get("definitions_loaded")
+    tenants = body.get("tenants")
+    return ComponentReport(
+        component="sandbox",
+        status="up" if loaded else "degraded",
+        required=required,
+        url=url,
+        definitions_loaded=bool(loaded),
+        tenants=tenants if isinstance(tenants, int) else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -428,7 +514,10 @@ def check_component(name: str, engine: Engine, settings: Settings) -> ComponentR
     except Exception as exc:
         log.exception("health check %s raised", name)
         return ComponentReport(
-            name, "down", name in settings.required_components, {"error": f"check failed ({type(exc).__name__})"}
+            component=name,
+            status="down",
+            required=name in settings.required_components,
+            error=f"check failed ({type(exc).__name__})",
         )
 
 
@@ -436,4 +525,4 @@ def check_all(engine: Engine, settings: Settings) -> HealthReport:
     """Every component, checked concurrently (the slowest bounds the answer)."""
     with ThreadPoolExecutor(max_workers=len(HEALTH_COMPONENTS), thread_name_prefix="health") as pool:
         futures = {name: pool.submit(check_component, name, engine, settings) for name in HEALTH_COMPONENTS}
-        return HealthReport({name: f.result() for name, f in futures.items()})
+        return HealthReport.of({name: f.result() for name, f in futures.items()})

@@ -119,7 +119,9 @@ def test_real_phones_are_accepted(demo: Any, client: httpx.Client, phone: str) -
     assert r.status_code == 201, r.text
 
 
-@pytest.mark.parametrize("bad", ["12 Main St\nApt 4", "12 Main\rSt", "12\tMain St", "12 Main St\x1b[31m", "12 Main\x85St"])
+@pytest.mark.parametrize(
+    "bad", ["12 Main St\nApt 4", "12 Main\rSt", "12\tMain St", "12 Main St\x1b[31m", "12 Main\x85St"]
+)
 def test_control_characters_in_addresses_and_names_are_422(demo: Any, client: httpx.Client, bad: str) -> None:
     address = {"street": bad, "city": "Test City", "state": "CA", "zip_code": "90210"}
     assert ["body", "address", "street"] in _error_locs(client.post("/api/jobs/", json=_job(address=address)))

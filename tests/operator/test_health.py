@@ -1,5 +1,6 @@
 """Health endpoints over real HTTP: database, provider connections (real sandbox), Dagster (real webserver),
-sandbox; required components; caching; no secrets."""
+sandbox; required components; caching; no secrets. Public health answers status only (cached, no provider call);
+the details need the token."""
 
 from __future__ import annotations
 
@@ -16,32 +17,93 @@ from tests.support.world import add_receiver
 
 
 def _get(client: httpx.Client, path: str) -> httpx.Response:
-    return httpx.get(str(client.base_url) + path, timeout=60)  # no token: health is public
+    return httpx.get(str(client.base_url) + path, timeout=60)  # no token: public health
 
 
-def test_overall_health_is_public_and_lists_every_component(db: Engine, settings: Settings) -> None:
+def _details(client: httpx.Client, path: str = "") -> httpx.Response:
+    return client.get("/api/admin/health" + path)  # the client sends the token
+
+
+# --- public: status only, cached, no live provider call ----------------------------------------------------
+
+
+def test_overall_health_is_public_and_answers_status_only(db: Engine, settings: Settings) -> None:
     with serve_api(db, with_settings(settings, dagster_webserver_url=DEAD_URL)) as client:
         r = _get(client, "/api/health")
         assert r.status_code == 200, r.text
-        body = r.json()
-        assert set(body["components"]) == {"db", "providers", "dagster", "sandbox"}
-        assert body["required"] == ["db"]
-        assert body["components"]["db"]["status"] == "up" and body["components"]["db"]["required"] is True
         # Dagster and the sandbox are down here, but not required: reported, still 200
-        assert body["components"]["dagster"]["status"] == "down"
-        assert "dagster unavailable" in body["components"]["dagster"]["error"]
-        assert body["status"] == "degraded"
+        assert r.json() == {
+            "status": "degraded",
+            "components": {
+                "db": {"status": "up"},
+                "providers": {"status": "up"},
+                "dagster": {"status": "down"},
+                "sandbox": {"status": "down"},
+            },
+        }
         assert _get(client, "/api/health/").status_code == 200
+        # the details are behind the token
+        details = _details(client)
+        assert details.status_code == 200 and details.json()["required"] == ["db"]
+        assert "dagster unavailable" in details.json()["components"]["dagster"]["error"]
+        assert httpx.get(str(client.base_url) + "/api/admin/health", timeout=60).status_code == 401
+
+
+def test_public_health_carries_no_ids_urls_errors_or_counts(
+    db: Engine, settings: Settings, sandbox: SandboxHandle, dagster_web: DagsterHandle
+) -> None:
+    company, tenant = add_receiver(db, sandbox, client_secret="cs1.definitely-wrong-secret")
+    dagster_web.queue_run("c1")
+    s = with_settings(settings, dagster_webserver_url=dagster_web.url, servicetitan_sandbox_url=sandbox.url)
+    with serve_api(db, s) as client:
+        assert _details(client, "/component/providers").status_code == 503  # a live check stored `unhealthy`
+        bodies = [_get(client, "/api/health").text]
+        bodies += [_get(client, f"/api/health/component/{name}").text for name in ("db", "providers", "dagster")]
+    for body in bodies:
+        for leak in (str(company), tenant, "127.0.0.1", "http", "error", "queued", "connections", "webserver"):
+            assert leak not in body, (leak, body)
+    assert '"providers":{"status":"down"}' in bodies[0].replace(" ", "")
+
+
+def test_anonymous_health_never_calls_a_provider(db: Engine, settings: Settings, sandbox: SandboxHandle) -> None:
+    _, tenant = add_receiver(db, sandbox)
+    with serve_api(db, with_settings(settings, health_cache_seconds=0, health_public_cache_seconds=0)) as client:
+        before = _requests(sandbox, tenant)
+        for _ in range(5):
+            assert _get(client, "/api/health/component/providers").json() == {
+                "component": "providers",
+                "status": "degraded",  # never checked yet: `unknown`
+            }
+            _get(client, "/api/health")
+        assert _requests(sandbox, tenant) == before
+        # what a check stores (here the detailed view's live check) is what public health then reports
+        assert _details(client, "/component/providers").json()["connections"][0]["health"] == "healthy"
+        assert _requests(sandbox, tenant) > before
+        assert _get(client, "/api/health/component/providers").json()["status"] == "up"
+
+
+def test_public_answers_are_cached(db: Engine, ops_settings: Settings, dagster_web: DagsterHandle) -> None:
+    with serve_api(db, with_settings(ops_settings, health_public_cache_seconds=3600)) as client:
+        assert _get(client, "/api/health/component/dagster").status_code == 503  # no daemon heartbeat yet
+        dagster_web.heartbeat()
+        assert _details(client, "/component/dagster").status_code == 200  # the details are never cached
+        # within HEALTH_PUBLIC_CACHE_SECONDS public health answers what it found before
+        assert _get(client, "/api/health/component/dagster").status_code == 503
+        assert _get(client, "/api/health").json()["components"]["dagster"] == {"status": "down"}
+    with serve_api(db, with_settings(ops_settings, health_public_cache_seconds=0)) as client:
+        assert _get(client, "/api/health/component/dagster").json() == {"component": "dagster", "status": "up"}
 
 
 def test_a_required_component_down_makes_health_503(db: Engine, settings: Settings) -> None:
     s = with_settings(settings, dagster_webserver_url=DEAD_URL, health_required_components="db,dagster")
     with serve_api(db, s) as client:
         r = _get(client, "/api/health")
-        assert r.status_code == 503
-        assert r.json()["status"] == "unhealthy" and r.json()["required"] == ["dagster", "db"]
+        assert r.status_code == 503 and r.json()["status"] == "unhealthy"
         component = _get(client, "/api/health/component/dagster")
-        assert component.status_code == 503 and component.json()["component"] == "dagster"
+        assert component.status_code == 503 and component.json() == {"component": "dagster", "status": "down"}
+        details = _details(client)
+        assert details.status_code == 503 and details.json()["required"] == ["dagster", "db"]
+        assert _details(client, "/component/dagster").status_code == 503
 
 
 def test_database_down_is_503_never_500(settings: Settings) -> None:
@@ -49,12 +111,29 @@ def test_database_down_is_503_never_500(settings: Settings) -> None:
     with serve_api(dead, with_settings(settings, dagster_webserver_url=DEAD_URL)) as client:
         r = _get(client, "/api/health")
         assert r.status_code == 503
-        assert r.json()["components"]["db"]["status"] == "down"
-        assert r.json()["components"]["providers"]["status"] == "down"
-        assert "127.0.0.1:9" not in r.json()["components"]["db"]["error"]
+        assert r.json()["components"]["db"] == {"status": "down"}
+        assert r.json()["components"]["providers"] == {"status": "down"}
         assert _get(client, "/api/health/component/db").status_code == 503
+        details = _details(client)
+        assert details.status_code == 503 and "127.0.0.1:9" not in details.json()["components"]["db"]["error"]
         # the rest of the API says the database is unavailable: 503, not 500
         assert client.get("/api/admin/companies").status_code == 503
+
+
+@pytest.mark.parametrize("component", ["db", "providers", "dagster", "sandbox"])
+def test_component_endpoints_need_no_token(api: str, component: str) -> None:
+    r = httpx.get(f"{api}/api/health/component/{component}", timeout=60)
+    assert r.status_code in (200, 503)
+    assert set(r.json()) == {"component", "status"} and r.json()["component"] == component
+
+
+def test_unknown_component_is_404(api: str, client: httpx.Client) -> None:
+    r = httpx.get(api + "/api/health/component/redis")
+    assert r.status_code == 404 and "db, providers, dagster, sandbox" in r.json()["detail"]
+    assert client.get("/api/admin/health/component/redis").status_code == 404
+
+
+# --- details (token): what each check found ----------------------------------------------------------------
 
 
 def test_dagster_component_up_with_heartbeats_and_run_queue(
@@ -63,26 +142,22 @@ def test_dagster_component_up_with_heartbeats_and_run_queue(
     dagster_web.queue_run("c1")
     dagster_web.start_run("c2")
     with serve_api(db, ops_settings) as client:
-        down = _get(client, "/api/health/component/dagster")
+        down = _details(client, "/component/dagster")
         assert down.status_code == 503  # reachable, but no daemon heartbeats
         assert "daemon not heartbeating" in down.json()["error"]
         dagster_web.heartbeat()
-        r = _get(client, "/api/health/component/dagster")
+        r = _details(client, "/component/dagster")
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "up" and body["run_queue"] == {"queued": 1, "in_progress": 1}
         assert all(d["healthy"] and d["heartbeat_age_seconds"] < 60 for d in body["daemons"] if d["required"])
 
 
-def test_unknown_component_is_404(api: str) -> None:
-    r = httpx.get(api + "/api/health/component/redis")
-    assert r.status_code == 404 and "db, providers, dagster, sandbox" in r.json()["detail"]
-
-
 def test_sandbox_component(db: Engine, settings: Settings, sandbox: SandboxHandle) -> None:
     with serve_api(db, with_settings(settings, servicetitan_sandbox_url=sandbox.url)) as client:
         r = _get(client, "/api/health/component/sandbox")
         assert r.status_code == 200 and r.json()["status"] == "up"
+        assert _details(client, "/component/sandbox").json()["definitions_loaded"] is True
     with serve_api(db, with_settings(settings, servicetitan_env="production")) as client:
         r = _get(client, "/api/health/component/sandbox")
         assert r.status_code == 200 and r.json()["status"] == "disabled"
@@ -99,18 +174,18 @@ def test_providers_check_every_enabled_connection_and_cache_the_result(
 ) -> None:
     _company, tenant = add_receiver(db, sandbox)
     with serve_api(db, settings) as client:
-        r = _get(client, "/api/health/component/providers")
+        r = _details(client, "/component/providers")
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "up" and body["enabled_connections"] == 1 and body["healthy"] == 1
         [conn] = body["connections"]
-        assert conn["tenant_id"] == tenant and conn["health"] == "healthy" and conn["cached"] is False
+        assert conn["account_id"] == tenant and conn["health"] == "healthy" and conn["cached"] is False
         sent = _requests(sandbox, tenant)
         assert sent >= 2  # a token and a cheap read, at least
 
         # within HEALTH_CACHE_SECONDS nobody calls ServiceTitan again, however often health is asked
         for _ in range(5):
-            again = _get(client, "/api/health")
+            again = _details(client)
             assert again.json()["components"]["providers"]["connections"][0]["cached"] is True
         assert _requests(sandbox, tenant) == sent
 
@@ -122,9 +197,9 @@ def test_providers_check_every_enabled_connection_and_cache_the_result(
 def test_providers_cache_expires(db: Engine, settings: Settings, sandbox: SandboxHandle) -> None:
     _, tenant = add_receiver(db, sandbox)
     with serve_api(db, with_settings(settings, health_cache_seconds=0)) as client:
-        _get(client, "/api/health/component/providers")
+        _details(client, "/component/providers")
         sent = _requests(sandbox, tenant)
-        assert _get(client, "/api/health/component/providers").json()["connections"][0]["cached"] is False
+        assert _details(client, "/component/providers").json()["connections"][0]["cached"] is False
         assert _requests(sandbox, tenant) > sent
 
 
@@ -133,17 +208,17 @@ def test_rejected_credentials_are_unhealthy_without_leaking_them(
 ) -> None:
     add_receiver(db, sandbox, client_secret="cs1.definitely-wrong-secret")
     with serve_api(db, settings) as client:
-        r = _get(client, "/api/health/component/providers")
+        r = _details(client, "/component/providers")
         assert r.status_code == 503  # the only connection is unhealthy: the component is down
         [conn] = r.json()["connections"]
         assert conn["health"] == "unhealthy" and conn["error_code"] and conn["error"]
-        overall = _get(client, "/api/health")
+        overall = _details(client)
         assert overall.status_code == 200  # providers are not required by default
         for text_ in (r.text, overall.text):
             assert "definitely-wrong-secret" not in text_ and "ak1.test" not in text_ and "cid.t" not in text_
     with db.connect() as c:
         health, error = c.execute(text("SELECT health, last_error FROM provider_connections")).one()
-    assert health == "unhealthy" and "definitely-wrong-secret" not in (error or "")
+    assert health == "unhealthy" and "definitely-wrong-secret" not in str(error or "")
 
 
 def test_disabled_connections_are_not_checked(db: Engine, settings: Settings, sandbox: SandboxHandle) -> None:
@@ -151,12 +226,5 @@ def test_disabled_connections_are_not_checked(db: Engine, settings: Settings, sa
     with db.begin() as c:
         c.execute(text("UPDATE provider_connections SET enabled = false"))
     with serve_api(db, settings) as client:
-        body = _get(client, "/api/health/component/providers").json()
+        body = _details(client, "/component/providers").json()
     assert body["status"] == "up" and body["enabled_connections"] == 0
-
-
-@pytest.mark.parametrize("component", ["db", "providers", "dagster", "sandbox"])
-def test_component_endpoints_need_no_token(api: str, component: str) -> None:
-    r = httpx.get(f"{api}/api/health/component/{component}", timeout=60)
-    assert r.status_code in (200, 503)
-    assert r.json()["component"] == component and "status" in r.json()
