@@ -10,8 +10,10 @@ our documented assumptions, and the sandboxes send exactly these):
 * ServiceTitan: ``{"eventId", "eventType": "<Entity>.<Change>", "tenantId", "occurredOn", "data": <entity as the
   API returns it>}`` with entities ``Booking`` (status, jobId), ``Job`` (jobStatus, completedOn, bookingId,
   externalData) and ``Invoice`` (total, ``job.id``). The record time is the entity's ``modifiedOn``.
-* Housecall Pro: ``{"id"?, "event": "job.completed" | "job.updated" | … | "lead.converted" | …, "company_id",
-  "job": <Job> | "lead": <Lead>}``; money in cents (``total_amount``), times ``updated_at``.
+* Housecall Pro: ``{"id": "evt_…", "event": "job.completed" | "job.scheduled" | … | "lead.converted" |
+  "lead.lost", "occurred_at", "company_id", "job": <Job> | "lead": <Lead>, "job_id"? (a converted lead)}``;
+  records carry our marker in their tags (as the Housecall Pro provider writes it), money in integer cents
+  (``total_amount``), record time ``updated_at``.
 * generic (the old system's documented payload): ``{"provider", "event_type", "external_id", "data": {"status"?,
   "completed_at"?, "revenue"?, "kind"?, "marker"?, "event_id"?}, "timestamp"?, "signature"?}``.
 """
@@ -25,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast, get_args
 
 from integration_core.providers.base import ExternalStatus, ExternalUpdate, WorkItemKind
+from integration_core.providers.housecallpro import mapping as hcp_mapping
 
 KNOWN_STATUSES: frozenset[str] = frozenset(get_args(ExternalStatus))
 ST_MARKER_KEY = "tradeengageRoutingId"  # integration_core.providers.servicetitan.mapping.MARKER_KEY
@@ -38,15 +41,6 @@ _ST_JOB = {
     "hold": "hold",
     "completed": "completed",
     "canceled": "canceled",
-}
-_HCP_JOB = {
-    "needs scheduling": "new",
-    "scheduled": "scheduled",
-    "in progress": "in_progress",
-    "complete rated": "completed",
-    "complete unrated": "completed",
-    "user canceled": "canceled",
-    "pro canceled": "canceled",
 }
 _HCP_LEAD_EVENTS = {"lead.converted": "converted", "lead.lost": "dismissed", "lead.deleted": "dismissed"}
 
@@ -281,38 +275,44 @@ def _housecallpro(payload: dict[str, Any], received_at: datetime) -> list[Change
     if record_id is None:
         return []
     at = parse_time(record.get("updated_at")) or parse_time(payload.get("occurred_at")) or received_at
+    tags = [t for t in record.get("tags") or [] if isinstance(t, str)]
+    marker = hcp_mapping.marker_from_tags(tags)
     if entity == "job":
-        status = _HCP_JOB.get(str(record.get("work_status", "")).strip().lower())
+        status = hcp_mapping.job_status(record.get("work_status"))
         if status is None:
             return []
         stamps = record.get("work_timestamps") or {}
         completed_at = parse_time(stamps.get("completed_at")) if isinstance(stamps, dict) else None
+        # the job's total (integer cents) on completion; the pull sums its invoices, which says the same
         revenue = _money(record.get("total_amount"), cents=True) if status == "completed" else None
-        lead_id = _id(record.get("lead_id"))
-        kind: WorkItemKind = "booking" if lead_id else "job"
+        refs: dict[str, int | str] = {"job_id": record_id}
+        if record.get("invoice_number"):
+            refs["invoice_number"] = str(record["invoice_number"])
         update = ExternalUpdate(
-            kind=kind,
-            external_id=lead_id or record_id,
-            external_status=cast(ExternalStatus, status),
+            kind="job",
+            external_id=record_id,
+            external_status=status,
             modified_on=at,
-            completed_at=completed_at,
+            marker=marker,
+            completed_at=completed_at if status == "completed" else None,
             revenue=revenue,
-            refs={"job_id": record_id},
+            refs=refs,
             source="job",
         )
         return [Change(update, job_ref=record_id)]
     if entity == "lead":
-        status = _HCP_LEAD_EVENTS.get(event)
-        if status is None:
+        lead_status = _HCP_LEAD_EVENTS.get(event)
+        if lead_status is None:
             return []
-        refs: dict[str, int | str] = {}
-        if _id(record.get("job_id")):
-            refs["job_id"] = str(record["job_id"])
+        refs = {"lead_id": record_id}
+        if _id(payload.get("job_id")):
+            refs["job_id"] = str(payload["job_id"])
         update = ExternalUpdate(
-            kind="booking",
+            kind="lead",
             external_id=record_id,
-            external_status=cast(ExternalStatus, status),
+            external_status=cast(ExternalStatus, lead_status),
             modified_on=at,
+            marker=marker,
             refs=refs,
         )
         return [Change(update)]

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandboxes.common.webhooks import ForwardingListener, WebhookEmitter
 from sandboxes.servicetitan.app import _install_log_filter
 
 from .api import ENDPOINTS, Api, Endpoint
@@ -52,12 +53,15 @@ def create_app(config: HcpConfig | None = None, *, definitions: Definitions | No
     office = Office(sandbox)
     api = Api(sandbox, definitions)
     control = Control(sandbox, office, definitions)
+    # signed webhooks to a configured URL per company (sandboxes/common/webhooks.py, docs/webhooks.md)
+    webhooks = WebhookEmitter(header="Api-Signature", encoding="hex", timestamp_header="Api-Timestamp")
+    sandbox.add_listener(ForwardingListener(webhooks))
 
     # One Route per path with every method it serves, so an unserved method answers 405 (not 404).
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:
         by_path.setdefault(ep.template, []).append(ep)
-    routes: list[Route] = control.routes()
+    routes: list[Route] = control.routes() + webhooks.routes()
     for template, eps in by_path.items():
         for ep in eps:
             routes.append(Route(template, _endpoint(api, ep), methods=[ep.method]))
@@ -67,9 +71,11 @@ def create_app(config: HcpConfig | None = None, *, definitions: Definitions | No
         if config.preload_definitions and not definitions.loaded:
             threading.Thread(target=definitions.load, name="hcp-definitions", daemon=True).start()
         task = asyncio.create_task(office.run(), name="hcp-sandbox-office")
+        webhooks.start()
         try:
             yield
         finally:
+            webhooks.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -79,6 +85,7 @@ def create_app(config: HcpConfig | None = None, *, definitions: Definitions | No
     app.state.office = office
     app.state.config = config
     app.state.definitions = definitions
+    app.state.webhooks = webhooks
     _install_log_filter()
     return app
 

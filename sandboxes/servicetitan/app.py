@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandboxes.common.webhooks import WebhookEmitter
+
 from .api import ENDPOINTS, ConnectionDropped, Endpoint, TenantApi
 from .config import SandboxConfig
 from .control import Control
@@ -21,6 +23,7 @@ from .errors import ApiError
 from .office import Office
 from .spec import Definitions, get_definitions
 from .state import Sandbox
+from .webhooks import ServiceTitanWebhooks
 
 log = logging.getLogger(__name__)
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -64,10 +67,13 @@ def create_app(config: SandboxConfig | None = None, *, definitions: Definitions 
     office = Office(sandbox)
     api = TenantApi(sandbox, definitions)
     control = Control(sandbox, office, definitions)
+    webhooks = WebhookEmitter()
+    sandbox.on_event = ServiceTitanWebhooks(webhooks)
 
     routes: list[Route] = [Route("/connect/token", api.token, methods=["POST"])]
     routes += [Route(ep.starlette_path, _endpoint(api, ep), methods=[ep.method]) for ep in ENDPOINTS]
     routes += control.routes()
+    routes += webhooks.routes()
     routes.append(Route("/{module}/v2/tenant/{tenant}/{rest:path}", api.not_implemented, methods=ALL_METHODS))
 
     @contextlib.asynccontextmanager
@@ -75,9 +81,11 @@ def create_app(config: SandboxConfig | None = None, *, definitions: Definitions 
         if config.preload_definitions and not definitions.loaded:
             threading.Thread(target=definitions.load, name="st-definitions", daemon=True).start()
         task = asyncio.create_task(office.run(), name="sandbox-office")
+        webhooks.start()
         try:
             yield
         finally:
+            webhooks.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -91,6 +99,7 @@ def create_app(config: SandboxConfig | None = None, *, definitions: Definitions 
     app.state.office = office
     app.state.config = config
     app.state.definitions = definitions
+    app.state.webhooks = webhooks
     _install_log_filter()
     return app
 

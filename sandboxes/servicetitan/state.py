@@ -7,9 +7,11 @@ awaits (latency, timeouts, definitions loading) outside these methods.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -452,6 +454,8 @@ class Tenant:
     stats: TenantStats = field(default_factory=TenantStats)
     next_id: int = 0
     clock: Clock = field(default_factory=Clock)
+    # called after a booking, job or invoice moved (sandboxes/servicetitan/webhooks.py sends it as a webhook)
+    on_event: Callable[[Tenant, str, Any], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.next_id:
@@ -628,6 +632,7 @@ class Tenant:
             booking.dismissing_reason_id = dismissing_reason_id or 1
         booking.status = status
         booking.modified_on = self.clock.now()
+        self._event("booking", booking)
         return booking
 
     def _convert(self, booking: Booking) -> Job:
@@ -670,12 +675,23 @@ class Tenant:
             self._invoice(job, total if total is not None else Decimal("0"), now)
         job.status = status
         job.modified_on = now
+        self._event("job", job)
+        if status == "Completed" and job.invoice_id is not None:
+            self._event("invoice", self.invoices[job.invoice_id])
         return job
 
     def adjust_invoice(self, invoice: Invoice, total: Decimal) -> Invoice:
         invoice.total = total
         invoice.modified_on = self.clock.now()
+        self._event("invoice", invoice)
         return invoice
+
+    def _event(self, kind: str, record: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(self, kind, record)
+            except Exception:  # an event hook never fails the write (records hold homeowner data: no details)
+                logging.getLogger(__name__).exception("sandbox event hook failed on %s", kind)
 
     def _invoice(self, job: Job, total: Decimal, now: datetime) -> Invoice:
         customer = self.customers.get(job.customer_id)
@@ -782,6 +798,8 @@ class Sandbox:
         self.tenants: dict[str, Tenant] = {}
         self.office = OfficeConfig(**config.office.to_json())
         self.unattributed: Counter[str] = Counter()
+        # every tenant's record moves go here (sandboxes/servicetitan/webhooks.py)
+        self.on_event: Callable[[Tenant, str, Any], None] | None = None
         self.started_at = time.time()
         self._next_tenant = 900_000
         if config.seed_demo_tenants:
@@ -866,6 +884,7 @@ class Sandbox:
         tenant.job_types[jt_id] = JobType(jt_id, "Referral - Service Call", now, now)
         tenant.campaigns[cp_id] = Campaign(cp_id, "TradeEngage Referrals", now, now)
         tenant.faults.configure(tenant.faults.config)
+        tenant.on_event = self._tenant_event
         self.tenants[tenant_id] = tenant
         return tenant
 
@@ -883,6 +902,10 @@ class Sandbox:
             tenant.tokens_issued = 0
         self.unattributed.clear()
         self.office = OfficeConfig(**self.config.office.to_json())
+
+    def _tenant_event(self, tenant: Tenant, kind: str, record: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(tenant, kind, record)
 
     def office_tenants(self) -> list[Tenant]:
         wanted = self.office.tenants

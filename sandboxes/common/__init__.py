@@ -1,0 +1,1 @@
+"""What every provider sandbox shares: signed webhook delivery (`webhooks`)."""
