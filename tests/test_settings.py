@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from integration_core.settings import ConfigurationError, Settings
@@ -15,7 +17,7 @@ def test_development_defaults_work_on_a_fresh_machine() -> None:
     ("var", "value"), [("API_TOKEN", "changeme"), ("SECRET_KEY", "dev-secret-key"), ("SECRET_KEY", "short")]
 )
 def test_placeholder_secrets_are_refused_outside_development(env: str, var: str, value: str) -> None:
-    good = {"API_TOKEN": "a-real-token-value-123", "SECRET_KEY": "a-real-secret-key-1234567890"}
+    good: dict[str, Any] = {"API_TOKEN": "a-real-token-value-123", "SECRET_KEY": "a-real-secret-key-1234567890"}
     good[var] = value
     with pytest.raises((ConfigurationError, ValueError)) as info:
         Settings(ENVIRONMENT=env, **good)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from integration_core.local.seed import demo_company_id, demo_technician_id
 
 
-def _job(conn, **over: object) -> uuid.UUID:
-    values = {
+def _job(conn: Connection, **over: object) -> uuid.UUID:
+    values: dict[str, object] = {
         "summary": "Leaking water heater",
         "street": "1 Main St",
         "city": "LA",
@@ -26,7 +26,7 @@ def _job(conn, **over: object) -> uuid.UUID:
         "key": None,
     }
     values.update(over)
-    return conn.execute(
+    job_id: uuid.UUID = conn.execute(
         text(
             "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
             "homeowner_email, created_by_company_id, created_by_technician_id, idempotency_key) VALUES "
@@ -35,15 +35,17 @@ def _job(conn, **over: object) -> uuid.UUID:
         ),
         values,
     ).scalar_one()
+    return job_id
 
 
-def _routing(conn, job_id: uuid.UUID, company: str = "sunset-plumbing", **cols: object) -> uuid.UUID:
+def _routing(conn: Connection, job_id: uuid.UUID, company: str = "sunset-plumbing", **cols: object) -> uuid.UUID:
     names = ", ".join(["job_id", "receiving_company_id", *cols])
     params = ", ".join([":job_id", ":rc", *(f":{c}" for c in cols)])
-    return conn.execute(
+    routing_id: uuid.UUID = conn.execute(
         text(f"INSERT INTO job_routings ({names}) VALUES ({params}) RETURNING id"),
         {"job_id": job_id, "rc": demo_company_id(company), **cols},
     ).scalar_one()
+    return routing_id
 
 
 def _violates(engine: Engine, constraint: str, sql_fn) -> None:
@@ -74,7 +76,7 @@ def test_a_raw_routing_insert_gets_safe_defaults(demo, db: Engine) -> None:
 def test_sequence_is_monotonic(demo, db: Engine) -> None:
     with db.begin() as conn:
         job = _job(conn)
-        seqs = [
+        seqs: list[int] = [
             conn.execute(
                 text("SELECT sequence FROM job_routings WHERE id = :id"), {"id": _routing(conn, job, c)}
             ).scalar_one()

@@ -247,9 +247,9 @@ def test_advisory_xact_locks_serialize_through_pgbouncer(bouncer: Bouncer) -> No
         start.wait(10)
         with engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
-            t0 = conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
+            t0: float = conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
             conn.execute(text("SELECT pg_sleep(0.4)"))
-            t1 = conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
+            t1: float = conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
         held.append((float(t0), float(t1)))
 
     try:

@@ -91,6 +91,7 @@ def test_fencing_a_run_that_lost_its_lease_changes_nothing(db, database_url, eng
             )
         async with AsyncSession(engine) as s:
             row = await enabled_connection(s, company)
+        assert row is not None
         live = open_connection(engine, row, engine_settings)
         summary = BatchSummary(company_id=company, run_id="slow-run")
         try:

@@ -83,7 +83,7 @@ def add(
                 "age": age,
                 "spread": spread,
             },
-        ).all()
+        ).tuples().all()
     return [routing for routing, _ in sorted(rows, key=lambda r: r[1])]
 
 
@@ -276,7 +276,7 @@ def _nodes(plan: dict[str, Any], parent: dict[str, Any] | None = None) -> Iterat
 def _explain(db: Engine, sql: str, params: dict[str, Any]) -> dict[str, Any]:
     with db.begin() as conn:  # EXPLAIN without ANALYZE: nothing is claimed
         conn.execute(text("SET LOCAL enable_seqscan = off"))  # a small table must not make the test flaky
-        [[doc]] = conn.execute(text("EXPLAIN (FORMAT JSON) " + sql), params).all()
+        [[doc]] = conn.execute(text("EXPLAIN (FORMAT JSON) " + sql), params).tuples().all()
     return dict(doc[0]["Plan"])
 
 

@@ -70,7 +70,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
                     text("SELECT count(*) FROM job_routings WHERE status IN ('pending', 'claimed', 'needs_reconcile')")
                 )
             ).scalar_one()
-        return open_ == 0
+        return bool(open_ == 0)
 
     async def body(engine) -> None:
         stop = asyncio.Event()

@@ -218,6 +218,7 @@ def test_leases_are_short_and_no_longer_cover_the_batch(
 
         async with AsyncSession(engine) as s:
             row = await enabled_connection(s, company)
+        assert row is not None
         live = open_connection(engine, row, settings)
         try:
             return lease_seconds(settings, live, 10), lease_seconds(settings, live, 10_000)

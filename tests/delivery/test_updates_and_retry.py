@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from collections.abc import Sequence
 
-from sqlalchemy import text
+from sqlalchemy import Engine, RowMapping, text
 
 from integration_core.db.engine import session_scope
 from integration_core.delivery.engine import deliver_batch
@@ -15,7 +16,7 @@ from tests.support.delivery import run
 from tests.support.world import add_receiver, add_routings, statuses
 
 
-def _routing_rows(db):
+def _routing_rows(db: Engine) -> Sequence[RowMapping]:
     with db.connect() as conn:
         return (
             conn.execute(

@@ -78,6 +78,7 @@ def test_the_guide_works_on_this_project(guide: Guide) -> None:
         assert name in status.stdout
     # right after start-up a component may still be warming up (a provider token, a daemon heartbeat)
     health = wait_for(lambda: (h := g.make("health")) and "health: healthy" in h.stdout and h, 60, "healthy")
+    assert health  # (for the type checker: wait_for returns only a truthy value)
     for component in ("db", "providers", "dagster", "sandbox"):
         assert component in health.stdout
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -72,7 +73,7 @@ def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> Non
     created = _refer_water_heater_job(api, "e2e-1")
     job_id, routing_id = created["id"], created["routings"][0]["id"]
 
-    def synced():  # type: ignore[no-untyped-def]
+    def synced() -> Any:
         r = api.get(f"/api/routings/{routing_id}").json()
         return r if r["status"] == "synced" else None
 
@@ -88,7 +89,7 @@ def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> Non
         sandbox.post(f"{base}/jobs/{st_job}/advance", json={"status": status}).raise_for_status()
     sandbox.post(f"{base}/jobs/{st_job}/advance", json={"status": "Completed", "invoice_total": 725}).raise_for_status()
 
-    def completed():  # type: ignore[no-untyped-def]
+    def completed() -> Any:
         r = api.get(f"/api/routings/{routing_id}").json()
         return r if r["external_status"] == "completed" else None
 
@@ -121,7 +122,7 @@ def _descendants(pid: int) -> set[int]:
 def _launch_seconds(dagster_database_url: str, run_id: str) -> float:
     """From the run's STARTING event (the launcher was called) to its START event (the worker executes)."""
     with psycopg.connect(psycopg_url(dagster_database_url)) as conn:
-        rows = dict(
+        rows: dict[str, Any] = dict(
             conn.execute(
                 "SELECT dagster_event_type, timestamp FROM event_logs WHERE run_id = %s"
                 " AND dagster_event_type IN ('PIPELINE_STARTING', 'PIPELINE_START')",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ COMPANY = {
 }
 
 
-def _create(client: httpx.Client, **overrides: object) -> dict:
+def _create(client: httpx.Client, **overrides: object) -> dict[str, Any]:
     r = client.post("/api/admin/companies", json={**COMPANY, **overrides})
     assert r.status_code == 201, r.text
     return dict(r.json())
@@ -87,7 +88,7 @@ def test_company_lifecycle(ops: httpx.Client, db: Engine) -> None:
         ({"name": None}, ["body", "name"]),
     ],
 )
-def test_company_update_field_errors(ops: httpx.Client, body: dict, loc: list[object]) -> None:
+def test_company_update_field_errors(ops: httpx.Client, body: dict[str, Any], loc: list[object]) -> None:
     cid = _create(ops)["id"]
     assert loc in _locs(ops.patch(f"/api/admin/companies/{cid}", json=body))
 
@@ -239,7 +240,7 @@ def test_connection_create_replace_patch_toggle_with_write_only_secrets(
         ({"external_data_guid": "not-a-guid"}, ["body", "external_data_guid"]),
     ],
 )
-def test_connection_patch_field_errors(ops: httpx.Client, body: dict, loc: list[object]) -> None:
+def test_connection_patch_field_errors(ops: httpx.Client, body: dict[str, Any], loc: list[object]) -> None:
     cid = _create(ops)["id"]
     assert ops.put(f"/api/admin/companies/{cid}/connection", json=connection_json("501")).status_code == 201
     r = ops.patch(f"/api/admin/companies/{cid}/connection", json=body)

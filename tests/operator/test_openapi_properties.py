@@ -148,7 +148,7 @@ class Strategies:
                     named
                     | self.for_schema(schema).map(str)
                     | st.text(
-                        alphabet=st.characters(blacklist_characters="/?#%", blacklist_categories=("Cs",)),
+                        alphabet=st.characters(blacklist_characters="/?#%", blacklist_categories=["Cs"]),
                         min_size=1,
                         max_size=20,
                     )

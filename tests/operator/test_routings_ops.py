@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine, text
@@ -64,7 +65,8 @@ def test_bulk_retry_by_company_and_error_code(db: Engine, world: World, ops: htt
 
 
 def test_bulk_retry_field_errors(ops: httpx.Client) -> None:
-    for body in ({}, {"reason": "x"}, {"routing_ids": []}, {"company_id": "nope"}, {"routing_ids": ["x"]}, []):
+    bodies: list[Any] = [{}, {"reason": "x"}, {"routing_ids": []}, {"company_id": "nope"}, {"routing_ids": ["x"]}, []]
+    for body in bodies:
         r = ops.post("/api/routings/retry", json=body)
         assert r.status_code == 422, (body, r.text)
         assert r.json()["detail"][0]["loc"][0] == "body"
@@ -107,7 +109,7 @@ def test_dry_run_booking_renders_the_exact_body_and_sends_nothing(
     _no_secret(r.text, f"cs1.secret-{tenant}", "ak1.test", f"cid.t{tenant}")
 
 
-def _stored_booking(sandbox: SandboxHandle, tenant: str, url: str, marker: str) -> dict:
+def _stored_booking(sandbox: SandboxHandle, tenant: str, url: str, marker: str) -> dict[str, Any]:
     """The booking as ServiceTitan (the sandbox) stored it, read through the tenant API."""
     token = httpx.post(
         f"{sandbox.url}/connect/token",

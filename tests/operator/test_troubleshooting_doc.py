@@ -139,7 +139,7 @@ def guide(
         seed_demo(session, secret_key=TEST_SECRET_KEY, sandbox_url=sandbox.url)
     company = demo_company_id("sunset-plumbing")
     with db.begin() as conn:
-        job = conn.execute(
+        job: uuid.UUID = conn.execute(
             text(
                 "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
                 "created_by_company_id, created_by_technician_id) VALUES ('Leaking water heater', '1 Elm St', "
@@ -147,7 +147,7 @@ def guide(
             ),
             {"c": demo_company_id("handy-neighbors"), "t": demo_technician_id("handy-neighbors")},
         ).scalar_one()
-        routing = conn.execute(
+        routing: uuid.UUID = conn.execute(
             text("INSERT INTO job_routings (job_id, receiving_company_id) VALUES (:j, :c) RETURNING id"),
             {"j": job, "c": company},
         ).scalar_one()
@@ -213,7 +213,7 @@ def run_curl(cmd: Command, w: Guide) -> None:
 
 
 def run_si(cmd: Command, w: Guide, argv: list[str]) -> None:
-    args = [re.sub(r"\$(\w+)", lambda m: w.env.get(m[1], m[0]), a) for a in argv]
+    args = [re.sub(r"\$(\w+)", lambda m: w.env.get(str(m[1]), str(m[0])), a) for a in argv]
     for name in ("DATABASE_URL", "SECRET_KEY", "API_TOKEN", "ENVIRONMENT", "DAGSTER_WEBSERVER_URL",
                  "SERVICETITAN_SANDBOX_URL", "COLUMNS"):  # fmt: skip
         w.monkeypatch.setenv(name, w.env[name])
