@@ -12,6 +12,7 @@ from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
 from pipelines.resources import IntegrationResource
 from pipelines.schedules import checks_schedule, pull_updates_schedule, reconcile_schedule, retention_schedule
 from pipelines.sensors import pending_routings_sensor, run_failure_alert
+from pipelines.webhooks import webhook_checks, webhook_checks_job, webhook_checks_schedule, webhook_inbox_sensor
 
 
 def _integration() -> IntegrationResource:
@@ -24,9 +25,9 @@ def _integration() -> IntegrationResource:
 
 defs = dg.Definitions(
     assets=[referral_deliveries],
-    asset_checks=delivery_checks,
-    jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job, checks_job],
-    sensors=[pending_routings_sensor, run_failure_alert],
-    schedules=[reconcile_schedule, pull_updates_schedule, retention_schedule, checks_schedule],
+    asset_checks=[*delivery_checks, *webhook_checks],
+    jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job, checks_job, webhook_checks_job],
+    sensors=[pending_routings_sensor, run_failure_alert, webhook_inbox_sensor],
+    schedules=[reconcile_schedule, pull_updates_schedule, retention_schedule, checks_schedule, webhook_checks_schedule],
     resources={"integration": _integration()},
 )

@@ -56,6 +56,8 @@ def pull_updates_op(context: dg.OpExecutionContext, integration: IntegrationReso
             "companies": len(companies),
             "routings_updated": updated,
             "jobs_completed": sum(s.jobs_completed for s in summaries),
+            # what the pull found that no webhook had told us (docs/webhooks.md)
+            "changes_not_from_webhooks": sum(s.changes_not_from_webhooks for s in summaries),
             "errors": len(errors),
         },
     )
