@@ -6,6 +6,8 @@
   (async context manager; fails on exit if any request or response violated the definition).
 - `assert_safe(exc, …)`: no secret and no homeowner datum in an error's text.
 - `hcp_connection_body(account, url, …)`: the admin-API/`ConnectionCreate` body of a Housecall Pro connection.
+- `add_hcp_receiver(db, hcp, mode=…)`: a receiving company connected to a fresh sandbox account (stored as the
+  admin API stores it); `hcp_delivered(hcp, company_id, mode)`: records per marker at the sandbox.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 
+from integration_core.db.engine import session_scope
 from integration_core.providers.base import DeliveryRequest, Permanent
 from integration_core.providers.housecallpro.config import HousecallProConnection
 from integration_core.providers.housecallpro.provider import HousecallProProvider
+from integration_core.referrals.directory import create_company, upsert_connection
+from integration_core.schemas import CompanyCreate, ConnectionCreate
 from sandboxes.housecallpro.spec import ValidatingTransport
-from tests.support.housecallpro import HcpAccount
+from tests.support.config import TEST_SECRET_KEY
+from tests.support.housecallpro import HcpAccount, HcpSandbox
 
 HOMEOWNER_NAME = "Rosalind Quintero-Haas"
 HOMEOWNER_PHONE = "(310) 555-0188"
@@ -129,3 +136,34 @@ def assert_safe(
         for value in forbidden:
             if value and len(value) >= 4:
                 assert value.casefold() not in text.casefold(), f"{value!r} leaked into {text!r}"
+
+
+def add_hcp_receiver(
+    db: Engine,
+    hcp: HcpSandbox,
+    *,
+    mode: str = "lead",
+    rate: float = 60.0,
+    burst: int = 10,
+    sandbox_rate: float | None = None,
+) -> tuple[uuid.UUID, HcpAccount]:
+    """A receiving company connected to a fresh Housecall Pro sandbox account; returns (company id, account)."""
+    limit = sandbox_rate or rate
+    account = hcp.create_account(rate=limit, burst=max(1, int(limit)))
+    with session_scope(db) as session:
+        company = create_company(
+            session,
+            CompanyCreate(name=f"HCP receiver {account.company_id[-8:]}", service_zip_codes=["90210"]),
+            actor="test",
+        )
+        body = hcp_connection_body(account, hcp.url, mode=mode, rate_limit_per_second=rate, rate_limit_burst=burst)
+        upsert_connection(
+            session, company.id, ConnectionCreate.model_validate(body), secret_key=TEST_SECRET_KEY, actor="test"
+        )
+        return company.id, account
+
+
+def hcp_delivered(hcp: HcpSandbox, company_id: str, mode: str) -> dict[str, int]:
+    """Marker → how many leads (lead mode) or jobs (job mode) carry it in their tags at the sandbox."""
+    markers = hcp.inspect(company_id)["markers"]["leads" if mode == "lead" else "jobs"]
+    return {marker: places.get("tags", 0) for marker, places in markers.items() if places.get("tags")}

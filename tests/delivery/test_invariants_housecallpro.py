@@ -1,0 +1,140 @@
+"""The invariant for Housecall Pro: under a seeded mix of faults (5xx, commit-then-fail with a status or a dropped
+connection, timeouts that commit, 429 storms with and without Retry-After), with batches racing each other and
+reconcile running in between, every routing ends synced exactly once at Housecall Pro (0 duplicate leads/jobs,
+0 lost), or failed with a message. Housecall Pro has no idempotency keys: the marker tag and the lookup do it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from integration_core.delivery.engine import deliver_batch, reconcile
+from tests.support.delivery import run
+from tests.support.housecallpro import HcpSandbox, hcp, hcp_sandbox_url  # noqa: F401
+from tests.support.housecallpro_client import add_hcp_receiver, hcp_delivered
+from tests.support.world import add_routings
+
+ACCOUNTS = 5
+PER_ACCOUNT = 100
+QUIET_DEADLINE_S = 150
+
+
+@pytest.mark.parametrize("seed", [11, 23, 47])
+def test_exactly_once_under_faults(db, database_url, engine_settings, hcp: HcpSandbox, world, seed: int) -> None:  # noqa: F811
+    rng = random.Random(seed)
+    receivers: list[tuple[uuid.UUID, str, str]] = []
+    for i in range(ACCOUNTS):
+        mode = "job" if i % 3 == 2 else "lead"
+        company, account = add_hcp_receiver(db, hcp, mode=mode)
+        receivers.append((company, account.company_id, mode))
+        hcp.put_faults(
+            account.company_id,
+            seed=seed * 100 + i,
+            applies_to="writes" if i else "all",  # one account also fails its reads (customer searches, lookups)
+            error_rate=0.10,
+            commit_then_fail_rate=0.05,
+            commit_then_fail_mode="drop" if i % 2 else "status",
+            timeout_rate=0.05,
+            timeout_s=1.3,  # the client gives up after 1.0 s
+            latency={"kind": "uniform", "min_ms": 1, "max_ms": 30},
+        )
+        add_routings(db, world, company, PER_ACCOUNT)
+
+    async def chaos(client: httpx.AsyncClient) -> None:
+        await asyncio.sleep(0.5)
+        storm = receivers[rng.randrange(ACCOUNTS)][1]
+        await client.post(f"/_sandbox/accounts/{storm}/storm", json={"seconds": 0.5, "retry_after": 1})
+        await asyncio.sleep(0.7)
+        silent = receivers[rng.randrange(ACCOUNTS)][1]  # 429s that name no wait: backoff
+        await client.post(f"/_sandbox/accounts/{silent}/storm", json={"seconds": 0.5, "retry_after_header": False})
+
+    async def worker(engine, company: uuid.UUID, name: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            s = await deliver_batch(engine, engine_settings, company, name, limit=25, rng=random.Random(name))
+            if s.claimed == 0:
+                await asyncio.sleep(0.05)
+
+    async def reconciler(engine, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            await reconcile(engine, engine_settings, f"reconcile-{n}")
+            await asyncio.sleep(0.3)
+
+    async def quiet(engine) -> bool:
+        async with engine.connect() as conn:
+            open_ = (
+                await conn.execute(
+                    text("SELECT count(*) FROM job_routings WHERE status IN ('pending', 'claimed', 'needs_reconcile')")
+                )
+            ).scalar_one()
+        return open_ == 0
+
+    async def body(engine) -> None:
+        stop = asyncio.Event()
+        async with httpx.AsyncClient(base_url=hcp.url) as control:
+            tasks = [asyncio.create_task(chaos(control)), asyncio.create_task(reconciler(engine, stop))]
+            for company, _, _ in receivers:
+                tasks += [asyncio.create_task(worker(engine, company, f"run-{company}-{k}", stop)) for k in range(2)]
+            deadline = time.monotonic() + QUIET_DEADLINE_S
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                if await quiet(engine):
+                    break
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    run(database_url, body)
+
+    with db.connect() as conn:
+        rows = (
+            conn.execute(
+                text(
+                    "SELECT r.id, r.status, r.external_id, r.last_error_message, c.account_id FROM job_routings r "
+                    "JOIN provider_connections c ON c.company_id = r.receiving_company_id"
+                )
+            )
+            .mappings()
+            .all()
+        )
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    assert set(by_status) <= {"synced", "failed"}, f"not quiet after {QUIET_DEADLINE_S}s: {by_status}"
+    assert all(r["last_error_message"] for r in rows if r["status"] == "failed")
+    assert by_status.get("synced", 0) >= 0.9 * ACCOUNTS * PER_ACCOUNT, by_status  # faults are not failures
+
+    faults_seen = 0
+    for _company, account, mode in receivers:
+        info = hcp.inspect(account)
+        faults_seen += sum(info["faults"]["counts"].values())
+        dups = {kind: found for kind, found in info["duplicates"].items() if found}
+        assert not dups, f"duplicates at {account}: {dups} {_history(db, [m for f in dups.values() for m in f][:3])}"
+        delivered = hcp_delivered(hcp, account, mode)
+        synced = {str(r["id"]) for r in rows if r["account_id"] == account and r["status"] == "synced"}
+        failed = {str(r["id"]) for r in rows if r["account_id"] == account and r["status"] == "failed"}
+        assert synced <= set(delivered), "a synced routing has no record at Housecall Pro"
+        assert set(delivered) - synced <= failed, "a record exists at Housecall Pro for an unsynced routing"
+        assert len(synced) + len(failed) == PER_ACCOUNT  # lost = 0
+        external = {str(r["id"]): r["external_id"] for r in rows if r["account_id"] == account}
+        assert all(external[m] for m in synced)
+    assert faults_seen > 50  # the mix really happened
+
+
+def _history(db, routing_ids: list[str]) -> str:
+    """The attempt history of routings, to explain a failure."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT routing_id, id, run_id, operation, outcome, error_code, started_at, finished_at "
+                "FROM sync_attempts WHERE routing_id = ANY(CAST(:ids AS uuid[])) ORDER BY routing_id, id"
+            ),
+            {"ids": routing_ids},
+        ).all()
+    return "\n".join(str(tuple(r)) for r in rows)
