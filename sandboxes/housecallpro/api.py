@@ -33,8 +33,10 @@ from .state import (
     WORK_STATUS_FILTER,
     Account,
     Customer,
+    Job,
     Sandbox,
     TransitionError,
+    fmt_dt,
     parse_dt,
 )
 
@@ -280,6 +282,41 @@ def _check_contact(body: dict[str, Any], prefix: str = "") -> None:
         )
 
 
+def _expanded_customer(ctx: Ctx, customer: Customer) -> dict[str, Any]:
+    """`expand=attachments` / `expand=do_not_service` add the fields the definition shows only when expanded."""
+    out = customer.to_json(ctx.account)
+    expand = set(ctx.query.many("expand"))
+    if "attachments" in expand:
+        out["attachments"] = []
+    if "do_not_service" in expand:
+        out["do_not_service"] = False
+    return out
+
+
+def _expanded_job(ctx: Ctx, job: Job) -> dict[str, Any]:
+    """`expand=appointments` adds `schedule.appointments` (one per scheduled job), `expand=attachments` []."""
+    out = job.to_json(ctx.account)
+    expand = set(ctx.query.many("expand"))
+    if "attachments" in expand:
+        out["attachments"] = []
+    if "appointments" in expand:
+        appointments = []
+        if job.scheduled_start is not None and job.scheduled_end is not None:
+            appointments.append(
+                {
+                    "id": f"appt_{job.id.split('_', 1)[-1]}",
+                    "start_date": job.scheduled_start.date().isoformat(),
+                    "start_time": fmt_dt(job.scheduled_start),
+                    "end_time": fmt_dt(job.scheduled_end),
+                    "anytime": False,
+                    "arrival_window_minutes": job.arrival_window,
+                    "dispatched_employees_ids": [],
+                }
+            )
+        out["schedule"]["appointments"] = appointments
+    return out
+
+
 # -- customers -----------------------------------------------------------------------------------
 
 
@@ -307,11 +344,11 @@ def list_customers(ctx: Ctx) -> tuple[int, Any]:
         "last_name": lambda c: c.last_name or "",
     }
     items = ctx.sort(items, keys)
-    return 200, ctx.page(items, "customers", lambda c: c.to_json(ctx.account))
+    return 200, ctx.page(items, "customers", lambda c: _expanded_customer(ctx, c))
 
 
 def get_customer(ctx: Ctx) -> tuple[int, Any]:
-    return 200, _customer(ctx, ctx.param("customer_id")).to_json(ctx.account)
+    return 200, _expanded_customer(ctx, _customer(ctx, ctx.param("customer_id")))
 
 
 def list_addresses(ctx: Ctx) -> tuple[int, Any]:
@@ -472,14 +509,14 @@ def list_jobs(ctx: Ctx) -> tuple[int, Any]:
         "work_status": _ts("work_status"),
     }
     items = ctx.sort(items, keys)
-    return 200, ctx.page(items, "jobs", lambda j: j.to_json(account))
+    return 200, ctx.page(items, "jobs", lambda j: _expanded_job(ctx, j))
 
 
 def get_job(ctx: Ctx) -> tuple[int, Any]:
     job = ctx.account.jobs.get(ctx.param("id"))
     if job is None:
         raise ApiError(404, "Job not found")
-    return 200, job.to_json(ctx.account)
+    return 200, _expanded_job(ctx, job)
 
 
 def list_job_invoices(ctx: Ctx) -> tuple[int, Any]:
