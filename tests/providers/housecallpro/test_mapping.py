@@ -190,3 +190,21 @@ def test_transport_errors() -> None:
         classify_transport_error(httpx.RemoteProtocolError("drop", request=req), operation="o", write=True),
         UnknownOutcome,
     )
+
+
+def test_dry_run_plan_renders_the_bodies_without_the_key() -> None:
+    from integration_core.providers.housecallpro.provider import plan_delivery
+
+    request = _request()
+    for mode, record in (("lead", "create_lead"), ("job", "create_job")):
+        config = CONFIG.model_copy(update={"delivery_mode": mode})
+        plan = plan_delivery(config, request, lookup=True, now=datetime(2026, 1, 5, tzinfo=UTC))
+        operations = [p.operation for p in plan.requests]
+        assert operations[:2] == ["find_existing", "find_existing"] and operations[-1] == record
+        assert plan.requests[-1].url == f"http://127.0.0.1:9/{mode}s"
+        assert plan.requests[-1].body is not None
+        assert plan.requests[-1].body["tags"] == [mapping.marker_tag(request.marker)]
+        assert "hcp-secret-key-123" not in repr(plan)
+        assert "{customer_id}" in plan.placeholders
+        without = plan_delivery(config, request, lookup=False, now=datetime(2026, 1, 5, tzinfo=UTC))
+        assert without.requests[0].operation == "find_customer"
