@@ -7,6 +7,7 @@ Writes bench/results/latest.json (a list of scenarios) and prints one line per s
   per second (first to last) ÷ R; `unhonoured_429` = 429s the sandbox served (the client paces itself under the
   budget, so any 429 means it sent when it should not have); `duplicates` / `lost` from the sandbox's records per
   marker and the routings left unsynced; `p50_s` / `p95_s` routed → synced. Target: ratio ≥ 0.90, 0 unhonoured.
+- `throughput_hcp_lead_latency_50ms` / `…_300ms`: the same bar for Housecall Pro (`bench/housecallpro.py`).
 - `sandbox_startup`: `si sandbox serve` process start → first health answer, median of 5. Target < 2 s.
 - `e2e`: the whole service (`si run`: embedded PostgreSQL, sandbox, API, Dagster webserver + daemon + code server)
   on a fresh data directory; 200 referrals posted through the API at 2/s over 10 receiving companies;
@@ -426,7 +427,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--only",
-        choices=["throughput", "e2e", "sandbox", "burst", "burst_chaos", "scale"],
+        choices=["throughput", "throughput_hcp", "e2e", "sandbox", "burst", "burst_chaos", "scale"],
         help="run one family of scenarios",
     )
     parser.add_argument("--routings", type=int, default=2000)
@@ -436,6 +437,12 @@ def main() -> int:
     if args.only in (None, "throughput"):
         for latency in (50, 300):
             results.append(throughput(latency, args.routings))
+            _line(results[-1])
+    if args.only in (None, "throughput", "throughput_hcp"):
+        from bench.housecallpro import throughput_hcp  # the same bar per provider (docs/housecallpro.md)
+
+        for latency in (50, 300):
+            results.append(throughput_hcp(latency))
             _line(results[-1])
     if args.only in (None, "sandbox"):
         results.append(sandbox_startup())
