@@ -473,6 +473,7 @@ class Account:
     jobs: dict[str, Job] = field(default_factory=dict)
     invoices: dict[str, Invoice] = field(default_factory=dict)
     tags: dict[str, Named] = field(default_factory=dict)
+    tag_ids: dict[str, str] = field(default_factory=dict)  # tag name -> id
     lead_sources: dict[str, Named] = field(default_factory=dict)
     job_types: dict[str, Named] = field(default_factory=dict)
     business_units: dict[str, Named] = field(default_factory=dict)
@@ -525,11 +526,12 @@ class Account:
     # -- lookups ---------------------------------------------------------------------------------
     def tag_named(self, name: str, now: datetime) -> Named:
         """The company's tag of that name, created on first use (records carry tags by name)."""
-        for tag in self.tags.values():
-            if tag.name == name:
-                return tag
+        tag_id = self.tag_ids.get(name)
+        if tag_id is not None and tag_id in self.tags:
+            return self.tags[tag_id]
         tag = Named(self.ids.new("tag"), name, now)
         self.tags[tag.id] = tag
+        self.tag_ids[name] = tag.id
         return tag
 
     def note_tags(self, names: Iterable[str], now: datetime) -> list[str]:
@@ -777,6 +779,7 @@ class Sandbox:
         for account in self.accounts.values():
             account.clear_records()
             account.tags.clear()
+            account.tag_ids.clear()
             account.lead_sources.clear()
             account.job_types.clear()
             account.business_units.clear()
