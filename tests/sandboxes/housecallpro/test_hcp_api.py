@@ -169,3 +169,17 @@ def test_unknown_route_and_method(hcp_account: Callable[..., HcpClient]) -> None
         f"{client.http.base_url}/nothing-here", headers={"Authorization": f"Token {client.account.api_key}"}
     )
     assert raw.status_code == 404 and raw.json()["error"]["status"] == 404
+
+
+def test_no_idempotency_keys_a_repeated_create_is_a_duplicate(
+    hcp: HcpSandbox, hcp_account: Callable[..., HcpClient]
+) -> None:
+    """Housecall Pro has no idempotency keys: the same create sent twice (whatever its headers) makes two leads,
+    and inspection reports the marker as duplicated — what the client's lookup-before-send must prevent."""
+    client = hcp_account()
+    m = marker()
+    headers = {"Idempotency-Key": m}
+    first = client.post("/leads", json=lead_payload(m), headers=headers)
+    second = client.post("/leads", json=lead_payload(m), headers=headers)
+    assert first.status_code == second.status_code == 201 and first.json()["id"] != second.json()["id"]
+    assert hcp.inspect(client.account.company_id)["duplicates"]["leads"] == {m: {"tags": 2, "notes": 2}}
