@@ -31,6 +31,11 @@ class RoutingStatus(enum.StrEnum):
     no_integration = "no_integration"
 
 
+# Waiting for its next attempt — a delivery (`pending`) or a lookup (`needs_reconcile`): what a delivery run claims
+# once next_attempt_at has come ("due"), and what "oldest pending" ages (delivery/monitoring.py).
+DUE_ROUTING_STATUSES = (RoutingStatus.pending, RoutingStatus.needs_reconcile)
+
+
 class DeliveryMode(enum.StrEnum):
     booking = "booking"
     job = "job"

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     webhook_apply_interval_seconds: int = Field(5, ge=1, le=3600, alias="WEBHOOK_APPLY_INTERVAL_SECONDS")
     webhook_apply_batch_size: int = Field(500, ge=1, le=10_000, alias="WEBHOOK_APPLY_BATCH_SIZE")
     webhook_max_apply_attempts: int = Field(5, ge=1, le=100, alias="WEBHOOK_MAX_APPLY_ATTEMPTS")
+    # the API applies what it stored right after acknowledging (seconds, not the sensor's tick); the sensor
+    # applies whatever that misses
+    webhook_apply_in_api: bool = Field(True, alias="WEBHOOK_APPLY_IN_API")
     # the asset check fails when an unapplied event is older than this
     webhook_unapplied_max_age_seconds: float = Field(120.0, gt=0, alias="WEBHOOK_UNAPPLIED_MAX_AGE_SECONDS")
 

@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(routings.router, dependencies=protected)
     app.include_router(admin.router, dependencies=protected)
     app.include_router(webhooks.router)  # signed by the provider, not the API token (docs/webhooks.md)
+    app.include_router(webhooks.admin_router)  # the inbox for operators (token, on the router)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from integration_core.cli import ops as cli_ops
+from integration_core.cli.webhooks import webhooks_app
 from integration_core.settings import PROJECT_ROOT, ConfigurationError, get_settings
 
 app = typer.Typer(help="Service Integration: operator commands.", no_args_is_help=True, add_completion=False)
@@ -32,6 +33,7 @@ app.add_typer(api_app, name="api")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(stack_app, name="stack")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = Console()
 err = Console(stderr=True)

@@ -12,6 +12,13 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from integration_core.domain import DUE_ROUTING_STATUSES, RoutingStatus
+
+# Due: waiting for delivery or for a lookup (DUE_ROUTING_STATUSES), and its next attempt time has come. The state
+# names are written into the statements as literals (from the enum): the planner matches a literal predicate to the
+# partial index `ix_job_routings_due` (WHERE status IN ('pending', 'needs_reconcile')), never a bound parameter.
+_DUE_STATUS_SQL = "r.status IN (" + ", ".join(f"'{s}'" for s in DUE_ROUTING_STATUSES) + ")"
+
 # `due` is counted up to this many routings per company: enough to tell a trickle from a backlog (the sensor only
 # puts it in a run tag). Counting every due routing of a company with 50,000 is what made the sensor grow with the
 # backlog; capped, the count reads at most `limit` x DUE_COUNT_CAP index entries whatever the backlog, about what the
@@ -37,7 +44,7 @@ class DueCompany:
 # routings up to the cap on the same index, and take max(sequence) from `ix_job_routings_due_sequence` (a backward
 # probe). Nothing reads, groups or sorts the due rows themselves: the cost follows the number of companies.
 _DUE = text(
-    """
+    f"""
     WITH top AS (
         SELECT c.id AS company_id, c.name, c.partition_key, pc.tenant_id, o.oldest_due_at
           FROM provider_connections pc
@@ -46,7 +53,7 @@ _DUE = text(
                 SELECT r.next_attempt_at AS oldest_due_at
                   FROM job_routings r
                  WHERE r.receiving_company_id = pc.company_id
-                   AND r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
+                   AND {_DUE_STATUS_SQL} AND r.next_attempt_at <= now()
                  ORDER BY r.next_attempt_at
                  LIMIT 1
                ) o
@@ -61,14 +68,14 @@ _DUE = text(
               FROM (SELECT 1
                       FROM job_routings r
                      WHERE r.receiving_company_id = top.company_id
-                       AND r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
+                       AND {_DUE_STATUS_SQL} AND r.next_attempt_at <= now()
                      LIMIT :cap) capped
            ) n
      CROSS JOIN LATERAL (
             SELECT max(r.sequence) AS max_sequence
               FROM job_routings r
              WHERE r.receiving_company_id = top.company_id
-               AND r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()
+               AND {_DUE_STATUS_SQL} AND r.next_attempt_at <= now()
            ) m
      ORDER BY top.oldest_due_at
     """
@@ -83,11 +90,11 @@ def due_companies(session: Session, *, limit: int, count_cap: int = DUE_COUNT_CA
 
 
 _OPEN = text(
-    """
+    f"""
     SELECT DISTINCT r.receiving_company_id
       FROM job_routings r
       JOIN provider_connections pc ON pc.company_id = r.receiving_company_id AND pc.enabled
-     WHERE r.status = 'synced'
+     WHERE r.status = '{RoutingStatus.synced}'
        AND (r.external_status IS NULL OR r.external_status NOT IN ('completed', 'canceled', 'dismissed'))
     """
 )
@@ -102,7 +109,7 @@ def expired_leases(session: Session, *, grace_seconds: float) -> int:
     return int(
         session.execute(
             text(
-                "SELECT count(*) FROM job_routings WHERE status = 'claimed' "
+                f"SELECT count(*) FROM job_routings WHERE status = '{RoutingStatus.claimed}' "
                 "AND lease_expires_at < now() - make_interval(secs => :grace)"
             ),
             {"grace": grace_seconds},
@@ -126,11 +133,12 @@ def failure_rates(session: Session, *, window_hours: float = 24, min_finished: i
     """Per company over the window: routings that reached a final delivery state, and how many failed."""
     rows = session.execute(
         text(
-            """
+            f"""
             SELECT r.receiving_company_id AS company_id, c.name,
-                   count(*) AS finished, count(*) FILTER (WHERE r.status = 'failed') AS failed
+                   count(*) AS finished, count(*) FILTER (WHERE r.status = '{RoutingStatus.failed}') AS failed
               FROM job_routings r JOIN companies c ON c.id = r.receiving_company_id
-             WHERE r.status IN ('synced', 'failed') AND r.updated_at > now() - make_interval(hours => :h)
+             WHERE r.status IN ('{RoutingStatus.synced}', '{RoutingStatus.failed}')
+               AND r.updated_at > now() - make_interval(hours => :h)
              GROUP BY r.receiving_company_id, c.name
             HAVING count(*) >= :min
             """
@@ -141,14 +149,32 @@ def failure_rates(session: Session, *, window_hours: float = 24, min_finished: i
 
 
 def oldest_due_pending_age(session: Session) -> float | None:
-    """Seconds the longest-waiting due routing has been waiting since it was routed (None: nothing due)."""
-    age = session.execute(
-        text(
-            "SELECT extract(epoch FROM now() - min(created_at)) FROM job_routings "
-            "WHERE status = 'pending' AND next_attempt_at <= now()"
-        )
-    ).scalar()
-    return None if age is None else float(age)
+# "Oldest pending", the one definition (queue statistics, `si status`, the `oldest_pending_within_target` check):
+# of the routings *due now* (`pending` or `needs_reconcile`, next_attempt_at <= now()), the one routed longest ago,
+# aged from when it was routed (created_at) — how long the work an operator expects to move has been waiting. A
+# routing backing off after a provider error (next attempt in the future) is not due: it waits by design and does
+# not count; a routing awaiting its lookup does, since nothing reaches the provider for it until that lookup runs.
+_OLDEST_DUE = text(
+    f"""
+    SELECT r.receiving_company_id, extract(epoch FROM now() - min(r.created_at)) AS age_s
+      FROM job_routings r
+     WHERE {_DUE_STATUS_SQL} AND r.next_attempt_at <= now()
+       AND (CAST(:company AS uuid) IS NULL OR r.receiving_company_id = CAST(:company AS uuid))
+     GROUP BY r.receiving_company_id
+    """
+)
+
+
+def oldest_due_ages(session: Session, *, company_id: uuid.UUID | None = None) -> dict[uuid.UUID, float]:
+    """Per receiving company with due work: seconds its oldest due routing has waited since it was routed (see
+    `_OLDEST_DUE` for the definition). Only `company_id`'s when given."""
+    rows = session.execute(_OLDEST_DUE, {"company": company_id}).mappings()
+    return {r["receiving_company_id"]: float(r["age_s"]) for r in rows}
+
+
+    """Seconds the longest-waiting due routing has been waiting since it was routed (None: nothing due): the
+    largest of `oldest_due_ages`."""
+    return max(oldest_due_ages(session).values(), default=None)
 
 
 def purge_attempts(session: Session, *, older_than_days: int) -> int:
@@ -156,11 +182,11 @@ def purge_attempts(session: Session, *, older_than_days: int) -> int:
     (its history in brief) and never touching attempts of routings still in flight."""
     result = session.execute(
         text(
-            """
+            f"""
             DELETE FROM sync_attempts a
              USING job_routings r
              WHERE r.id = a.routing_id
-               AND r.status IN ('synced', 'failed')
+               AND r.status IN ('{RoutingStatus.synced}', '{RoutingStatus.failed}')
                AND a.finished_at IS NOT NULL
                AND a.started_at < now() - make_interval(days => :days)
                AND a.id <> (SELECT max(b.id) FROM sync_attempts b WHERE b.routing_id = a.routing_id)

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from integration_core import audit
 from integration_core.db import budget
-from integration_core.db.models import Company, ProviderConnection, RoutingStatus, Technician
+from integration_core.db.models import Company, ProviderConnection, Technician
+from integration_core.delivery.monitoring import oldest_due_ages
+from integration_core.domain import DUE_ROUTING_STATUSES, AttemptOutcome, RoutingStatus
 from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
 from integration_core.referrals.directory import connection_out
 from integration_core.schemas import (
@@ -35,23 +37,26 @@ STATUSES = [s.value for s in RoutingStatus]
 # queue statistics
 # --------------------------------------------------------------------------------------------------------------
 
+# per company and status: routings, and how many are due now (DUE_ROUTING_STATUSES, next attempt time come)
 _BY_COMPANY = text(
-    """
+    f"""
     SELECT r.receiving_company_id AS company_id, c.name AS company_name, c.partition_key, r.status, count(*) AS n,
-           count(*) FILTER (WHERE r.status IN ('pending', 'needs_reconcile') AND r.next_attempt_at <= now()) AS due,
-           extract(epoch FROM now() - min(r.created_at) FILTER (WHERE r.status = 'pending')) AS oldest_pending_s
+           count(*) FILTER (WHERE r.status IN ({", ".join(f"'{s}'" for s in DUE_ROUTING_STATUSES)})
+                              AND r.next_attempt_at <= now()) AS due
       FROM job_routings r
       JOIN companies c ON c.id = r.receiving_company_id
      WHERE CAST(:company AS uuid) IS NULL OR r.receiving_company_id = CAST(:company AS uuid)
      GROUP BY r.receiving_company_id, c.name, c.partition_key, r.status
-    """
+    """  # noqa: S608 - state names from the domain enums only
 )
 
 
 def queue_stats(session: Session, settings: Settings, *, company_id: uuid.UUID | None = None) -> QueueStatsOut:
-    """Routings by status per receiving company, the oldest pending routing's age, and Dagster's run queue
+    """Routings by status per receiving company, the oldest pending routing's age (`oldest_pending_age_seconds`:
+    the oldest routing due now, as `delivery.monitoring.oldest_due_ages` defines it), and Dagster's run queue
     (`dagster: null` with the reason when the webserver cannot be reached)."""
     companies: dict[uuid.UUID, CompanyQueueOut] = {}
+    oldest = oldest_due_ages(session, company_id=company_id)
     for row in session.execute(_BY_COMPANY, {"company": company_id}).mappings():
         entry = companies.setdefault(
             row["company_id"],
@@ -62,14 +67,12 @@ def queue_stats(session: Session, settings: Settings, *, company_id: uuid.UUID |
                 by_status=dict.fromkeys(STATUSES, 0),
                 total=0,
                 due_now=0,
-                oldest_pending_age_seconds=None,
+                oldest_pending_age_seconds=round(oldest[row["company_id"]], 1) if row["company_id"] in oldest else None,
             ),
         )
         entry.by_status[row["status"]] = int(row["n"])
         entry.total += int(row["n"])
         entry.due_now += int(row["due"])
-        if row["oldest_pending_s"] is not None:
-            entry.oldest_pending_age_seconds = round(float(row["oldest_pending_s"]), 1)
     totals = dict.fromkeys(STATUSES, 0)
     for entry in companies.values():
         for status, n in entry.by_status.items():

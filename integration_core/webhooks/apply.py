@@ -10,21 +10,26 @@ that tells us the job is ours).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from integration_core.db.engine import connect_args, resolve_database_url
 from integration_core.delivery.updates import apply_update
 from integration_core.providers.base import redact
 from integration_core.settings import Settings
 from integration_core.webhooks import events
 
 log = logging.getLogger(__name__)
+
+IDLE_EXIT_SECONDS = 60.0  # the API's applier thread (and its one connection) ends after this long without events
 
 _BATCH = text(
     """
@@ -133,3 +138,56 @@ async def oldest_unapplied_age(engine: AsyncEngine) -> float | None:
             )
         ).scalar()
     return float(age) if age is not None else None
+
+
+class InboxApplier:
+    """Applies the inbox in the background of the process that stored the events (the API), right after the
+    acknowledgement: `nudge()` returns at once; one applier thread runs `apply_inbox` until nothing is left.
+    Best effort and idempotent (SKIP LOCKED): the webhook sensor applies whatever this misses (a crash, a
+    database hiccup). WEBHOOK_APPLY_IN_API=false leaves it all to the sensor."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+        self.failures = 0
+
+    def nudge(self) -> None:
+        self._wake.set()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="webhook-applier", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        engine = create_async_engine(
+            resolve_database_url(self.settings),
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            connect_args=connect_args(self.settings),
+        )
+        try:
+            while True:
+                woke = await asyncio.to_thread(self._wake.wait, IDLE_EXIT_SECONDS)
+                if not woke:
+                    with self._lock:  # idle: the thread ends (a later nudge starts another)
+                        if self._wake.is_set():
+                            continue
+                        self._thread = None
+                        return
+                self._wake.clear()
+                try:
+                    await apply_inbox(engine, self.settings)
+                    self.runs += 1
+                except Exception as exc:  # the sensor applies it later; nothing is lost
+                    self.failures += 1
+                    log.warning("webhook apply after ack failed (the sensor will apply): %s", type(exc).__name__)
+                    await asyncio.sleep(1)
+        finally:
+            await engine.dispose()

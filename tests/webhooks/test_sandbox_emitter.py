@@ -36,8 +36,17 @@ from tests.support.world import World, add_receiver, add_routings
 
 @pytest.fixture()
 def api_url(db: Engine, engine_settings: Settings) -> Iterator[str]:
-    settings = with_settings(engine_settings, webhook_generic_secret=SecretStr(GENERIC_SECRET))
+    settings = with_settings(
+        engine_settings, webhook_generic_secret=SecretStr(GENERIC_SECRET), webhook_apply_in_api=False
+    )
     with serve_in_thread(create_app(settings, engine=db)) as url:
+        yield url
+
+
+@pytest.fixture()
+def applying_api_url(db: Engine, engine_settings: Settings) -> Iterator[str]:
+    """The API as `make run` serves it: it applies what it stored right after answering."""
+    with serve_in_thread(create_app(with_settings(engine_settings, webhook_apply_in_api=True), engine=db)) as url:
         yield url
 
 
@@ -161,4 +170,28 @@ def test_out_of_order_delivery_and_retries_give_up_after_the_schedule(
         time.sleep(0.05)
     after = _hooks(sandbox)["accounts"][tenant]["stats"]
     assert after["attempts"] - before["attempts"] == 5 and after["delivered"] == before["delivered"]
+    sandbox.control.delete(f"/_sandbox/webhooks/{tenant}")
+
+
+def test_the_api_applies_right_after_acknowledging(
+    db, database_url, engine_settings, world, sandbox, applying_api_url
+) -> None:
+    company, tenant, (only,) = _delivered_routings(db, database_url, engine_settings, world, sandbox, 1)
+    conn = connection_id(db, company)
+    configure(db, conn, ST_SECRET)
+    url = f"{applying_api_url}/webhooks/servicetitan?connection={conn}"
+    sandbox.control.put(f"/_sandbox/webhooks/{tenant}", json={"url": url, "secret": ST_SECRET})
+    base = f"/_sandbox/tenants/{tenant}"
+    converted = sandbox.control.post(f"{base}/bookings/{only['external_id']}/advance", json={"status": "Converted"})
+    job_id = converted.json()["job"]["id"]
+    for status in ("Dispatched", "InProgress"):
+        sandbox.control.post(f"{base}/jobs/{job_id}/advance", json={"status": status})
+    sandbox.control.post(f"{base}/jobs/{job_id}/advance", json={"status": "Completed", "invoice_total": 12.5})
+    _settled(sandbox, tenant)
+    deadline = time.monotonic() + 20  # no apply call here: the API's own applier does it
+    while routing(db, only["id"])["revenue"] != Decimal("12.50"):
+        assert time.monotonic() < deadline, routing(db, only["id"])
+        time.sleep(0.05)
+    assert routing(db, only["id"])["external_status"] == "completed"
+    assert {e["status"] for e in inbox(db)} == {"applied"}
     sandbox.control.delete(f"/_sandbox/webhooks/{tenant}")

@@ -44,7 +44,8 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 def wh_settings(settings: Settings) -> Settings:
     from pydantic import SecretStr
 
-    return with_settings(settings, webhook_generic_secret=SecretStr(GENERIC_SECRET))
+    # applied by the test (as the sensor would), not by the API after the answer: each step is observable
+    return with_settings(settings, webhook_generic_secret=SecretStr(GENERIC_SECRET), webhook_apply_in_api=False)
 
 
 @pytest.fixture()

@@ -6,15 +6,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from integration_core.api.deps import SessionDep, SettingsDep
-from integration_core.api.routes.jobs import Limit, Offset, routings_page
-from integration_core.db.models import JobRouting, RoutingStatus
+from integration_core.api.routes.jobs import Limit, Offset
+from integration_core.db.models import RoutingStatus
 from integration_core.delivery.dryrun import dry_run as core_dry_run
 from integration_core.delivery.retry import retry_failed
-from integration_core.operations.routings import routing_detail_out
+from integration_core.operations.routings import get_routing as core_get_routing
+from integration_core.operations.routings import load_routing, routing_detail_out, routings_page
 from integration_core.schemas import DryRunOut, Page, RetryOut, RetryRequest, RoutingDetailOut, RoutingOut
 
 router = APIRouter(prefix="/api/routings", tags=["routings"])
@@ -31,25 +30,13 @@ def routings_by_status(
     company_id: Annotated[uuid.UUID | None, Query(description="receiving company")] = None,
 ) -> Page[RoutingOut]:
     """Routings in one state (`failed` is the dead-letter view, with the provider's error)."""
-    return routings_page(session, limit=limit, offset=offset, status_=status_, company_id=company_id)
-
-
-def _load(session: SessionDep, routing_id: uuid.UUID) -> JobRouting:
-    routing = session.scalars(
-        select(JobRouting)
-        .where(JobRouting.id == routing_id)
-        .options(selectinload(JobRouting.receiving_company), selectinload(JobRouting.attempts_log))
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    if routing is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"routing {routing_id} not found")
-    return routing
+    return routings_page(session, limit=limit, offset=offset, status=status_, company_id=company_id)
 
 
 @router.get("/{routing_id}", response_model=RoutingDetailOut)
 def get_routing(routing_id: uuid.UUID, session: SessionDep) -> RoutingDetailOut:
     """One routing with its delivery attempts."""
-    return routing_detail_out(_load(session, routing_id))
+    return core_get_routing(session, routing_id)  # NotFound → 404
 
 
 @router.post("/retry", response_model=RetryOut)
@@ -75,14 +62,14 @@ def retry_bulk(body: RetryRequest, session: SessionDep) -> RetryOut:
 )
 def retry_one(routing_id: uuid.UUID, session: SessionDep) -> RoutingDetailOut:
     """Return one `failed` routing to `pending` (409 for any other status). Audit-logged."""
-    routing = _load(session, routing_id)
+    routing = load_routing(session, routing_id)
     if routing.status != RoutingStatus.failed.value:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"routing {routing_id} is {routing.status}; only failed routings can be retried"
         )
     if not retry_failed(session, routing_ids=[routing_id], actor=ACTOR):
         raise HTTPException(status.HTTP_409_CONFLICT, f"routing {routing_id} changed status meanwhile; look again")
-    return routing_detail_out(_load(session, routing_id))
+    return routing_detail_out(load_routing(session, routing_id))
 
 
 @router.post("/{routing_id}/dry-run", response_model=DryRunOut, responses={404: {"description": "unknown routing"}})

@@ -12,24 +12,31 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import uuid
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from integration_core.api.deps import SessionDep, SettingsDep, require_token
 from integration_core.crypto import SecretDecryptionError
 from integration_core.db.engine import session_scope
+from integration_core.errors import InvalidInput, NotFound
 from integration_core.settings import Settings
 from integration_core.webhooks import endpoints, events, inbox
+from integration_core.webhooks.apply import InboxApplier
 from integration_core.webhooks.signing import SignatureError, SigningConfig, verify
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+_applier_lock = threading.Lock()
 
 GENERIC_HEADER = endpoints.DEFAULTS["generic"].signature_header
 _CONNECTION = Query(
@@ -199,7 +206,20 @@ async def _receive(request: Request, provider: str, connection: str | None) -> J
         return JSONResponse({"detail": "the event cannot be stored (invalid content)"}, status_code=400)
     if stored.duplicate:
         return JSONResponse({"status": "duplicate"}, status_code=200)
+    if settings.webhook_apply_in_api:
+        return JSONResponse(
+            {"status": "stored", "id": stored.event_id}, status_code=200, background=BackgroundTask(_nudge, request)
+        )
     return JSONResponse({"status": "stored", "id": stored.event_id}, status_code=200)
+
+
+def _nudge(request: Request) -> None:
+    """After the answer is out: apply in the background (the sensor applies whatever this misses)."""
+    with _applier_lock:
+        applier: InboxApplier | None = getattr(request.app.state, "webhook_applier", None)
+        if applier is None:
+            applier = request.app.state.webhook_applier = InboxApplier(_settings(request))
+    applier.nudge()
 
 
 @router.post("/servicetitan", responses=_RESPONSES)
@@ -219,3 +239,89 @@ async def generic(request: Request, connection: str | None = _CONNECTION) -> JSO
     """The old system's documented payload (`provider`, `event_type`, `external_id`, `data`, `timestamp`,
     `signature`), signed with WEBHOOK_GENERIC_SECRET (or with a connection's webhook secret via `?connection=`)."""
     return await _receive(request, "generic", connection)
+
+
+# --- operators: the inbox in the admin API (token-protected) ------------------------------------------------
+
+admin_router = APIRouter(prefix="/api/admin/webhooks", tags=["admin"], dependencies=[Depends(require_token)])
+
+
+class WebhookEndpointIn(BaseModel):
+    """A connection's webhook settings. `secret` is write-only (stored encrypted, never returned)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str = Field(min_length=endpoints.MIN_SECRET_LENGTH, max_length=256)
+    signature_header: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+    signature_encoding: Literal["hex", "base64"] | None = None
+    timestamp_header: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9-]*$")
+    timestamp_tolerance_seconds: int | None = Field(None, ge=1, le=86_400)
+    enabled: bool = True
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] | None = Field(None, max_length=10_000)
+    status: Literal["unmatched", "error", "applied"] | None = None
+    provider: Literal["servicetitan", "housecallpro", "generic"] | None = None
+
+
+@admin_router.get("")
+def inbox_summary(session: SessionDep) -> dict[str, Any]:
+    """Events by provider and status, how many wait to be applied and the oldest's age, the last error, and
+    the rejected calls (counted by provider, connection and reason; no body is ever kept)."""
+    return inbox.summary(session.connection())
+
+
+@admin_router.get("/events")
+def inbox_events(
+    session: SessionDep,
+    provider: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[Literal["received", "applied", "unmatched", "error"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[dict[str, Any]]:
+    """The newest events (ids, type, record, times, status, attempts, last error; never the payload)."""
+    return inbox.list_events(session.connection(), provider=provider, status=status, limit=limit)
+
+
+@admin_router.post("/replay")
+def inbox_replay(body: ReplayIn, session: SessionDep, request: Request, background: BackgroundTasks) -> dict[str, int]:
+    """Queue events again (by id, or every event in a status); the API's applier and the sensor apply them."""
+    if not body.ids and body.status is None:
+        raise InvalidInput.field(("body", "ids"), "name event ids or a status")
+    n = inbox.replay(session.connection(), ids=body.ids, status=body.status, provider=body.provider)
+    if n and _settings(request).webhook_apply_in_api:
+        background.add_task(_nudge, request)  # after the answer: the replay is committed by then
+    return {"queued": n}
+
+
+@admin_router.get("/endpoints/{connection_id}")
+def get_endpoint(connection_id: uuid.UUID, session: SessionDep) -> dict[str, Any]:
+    """A connection's webhook settings (the secret never: only whether one is set)."""
+    from integration_core.db.models import WebhookEndpoint
+
+    row = session.get(WebhookEndpoint, connection_id)
+    if row is None:
+        raise NotFound("webhook endpoint of connection", connection_id)
+    return endpoints.describe(row)
+
+
+@admin_router.put("/endpoints/{connection_id}")
+def put_endpoint(
+    connection_id: uuid.UUID, body: WebhookEndpointIn, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Set a connection's webhook settings and secret (provider defaults for what is not given). Audit-logged
+    without the secret. Register `/webhooks/<provider>?connection=<connection_id>` with the provider."""
+    row = endpoints.configure(
+        session,
+        connection_id,
+        secret=body.secret,
+        secret_key=settings.secret_key.get_secret_value(),
+        signature_header=body.signature_header,
+        signature_encoding=body.signature_encoding,
+        timestamp_header=body.timestamp_header,
+        timestamp_tolerance_seconds=body.timestamp_tolerance_seconds,
+        enabled=body.enabled,
+    )
+    return endpoints.describe(row)
