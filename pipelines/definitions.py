@@ -9,6 +9,7 @@ import dagster as dg
 from pipelines.assets import deliver_job, referral_deliveries
 from pipelines.checks import checks_job, delivery_checks
 from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
+from pipelines.reports import report_assets, reports_job, reports_schedule
 from pipelines.resources import IntegrationResource
 from pipelines.schedules import checks_schedule, pull_updates_schedule, reconcile_schedule, retention_schedule
 from pipelines.sensors import pending_routings_sensor, run_failure_alert
@@ -24,10 +25,17 @@ def _integration() -> IntegrationResource:
 
 
 defs = dg.Definitions(
-    assets=[referral_deliveries],
+    assets=[referral_deliveries, *report_assets],
     asset_checks=[*delivery_checks, *webhook_checks],
-    jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job, checks_job, webhook_checks_job],
+    jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job, checks_job, reports_job, webhook_checks_job],
     sensors=[pending_routings_sensor, run_failure_alert, webhook_inbox_sensor],
-    schedules=[reconcile_schedule, pull_updates_schedule, retention_schedule, checks_schedule, webhook_checks_schedule],
+    schedules=[
+        reconcile_schedule,
+        pull_updates_schedule,
+        retention_schedule,
+        checks_schedule,
+        reports_schedule,
+        webhook_checks_schedule,
+    ],
     resources={"integration": _integration()},
 )

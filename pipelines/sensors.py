@@ -146,11 +146,24 @@ def send_alert(url: str | None, payload: dict[str, str]) -> None:
         log.warning("alert webhook failed: %s", type(exc).__name__)
 
 
+def step_failures(context: dg.RunFailureSensorContext) -> list[str]:
+    """The failed steps' own messages (a dg.Failure's description)."""
+    messages: list[str] = []
+    for event in context.get_step_failure_events():
+        error = getattr(event.event_specific_data, "error", None)
+        text = getattr(error, "message", None) or event.message or ""
+        messages.append(f"{event.step_key}: {text.strip()}")
+    return messages
+
+
 @dg.run_failure_sensor(
-    monitored_jobs=[deliver_job, reconcile_job, pull_updates_job, retention_job],
+    # every job of the code location: delivery, reconcile, pulls, retention, checks, the daily reports (an SLA
+    # breach of ERROR severity fails its run, naming the offenders), and runs launched from the UI (backfills
+    # run as the implicit asset job)
+    monitored_jobs=None,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="One alert per final run failure (runs that will be retried are skipped): a log line, and a "
-    "POST to ALERT_WEBHOOK_URL when set.",
+    description="One alert per final run failure of any job (runs that will be retried are skipped): a log line, "
+    "and a POST to ALERT_WEBHOOK_URL when set. Covers the daily reports' SLA checks (ERROR fails the run).",
 )
 def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
@@ -163,6 +176,8 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
         "company": run.tags.get("company", ""),
         "company_id": run.tags.get(COMPANY_ID_TAG, ""),
         "error": (context.failure_event.message or "")[:500],
+        # why the steps failed (an SLA breach in the daily reports names its offenders here)
+        "steps": " | ".join(step_failures(context))[:1000],
     }
     context.log.error(f"ALERT run failed: {payload}")
     send_alert(get_settings().alert_webhook_url, payload)

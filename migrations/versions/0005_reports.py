@@ -40,7 +40,7 @@ CREATE FUNCTION company_partition_key_slug(p_name text) RETURNS text LANGUAGE sq
             translate(lower(p_name), '{_ACCENTED}', '{_PLAIN}'), '[^a-z0-9]+', '-', 'g')), 48)), ''),
         'company')
 $$
-"""
+"""  # noqa: S608 - module constants only
 
 ISSUE_FUNCTION = """
 CREATE FUNCTION issue_company_partition_key(p_name text, p_id uuid) RETURNS text LANGUAGE plpgsql AS $$
@@ -117,9 +117,7 @@ def upgrade() -> None:
         sa.Column("issued_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("partition_key", name=op.f("pk_company_partition_keys")),
     )
-    op.create_index(
-        "ix_company_partition_keys_company_id", "company_partition_keys", ["company_id"], unique=False
-    )
+    op.create_index("ix_company_partition_keys_company_id", "company_partition_keys", ["company_id"], unique=False)
     op.add_column("companies", sa.Column("partition_key", sa.String(length=100), nullable=True))
     op.execute(SLUG_FUNCTION)
     op.execute(ISSUE_FUNCTION)
@@ -171,9 +169,7 @@ def upgrade() -> None:
         sa.Column("rate_limited_429", sa.Integer(), nullable=False),
         sa.Column("top_error_codes", sa.String(length=500), nullable=False),
         *_report_columns(),
-        sa.PrimaryKeyConstraint(
-            "day", "receiving_company_id", "provider", name=op.f("pk_report_delivery_daily")
-        ),
+        sa.PrimaryKeyConstraint("day", "receiving_company_id", "provider", name=op.f("pk_report_delivery_daily")),
     )
     op.create_table(
         "report_referral_outcomes_daily",
