@@ -37,8 +37,16 @@ DUE_ROUTING_STATUSES = (RoutingStatus.pending, RoutingStatus.needs_reconcile)
 
 
 class DeliveryMode(enum.StrEnum):
-    booking = "booking"
-    job = "job"
+    booking = "booking"  # ServiceTitan: a booking the office converts
+    job = "job"  # a job at the provider (customer and address found or created first)
+    lead = "lead"  # Housecall Pro: a lead the office converts
+
+
+class ProviderName(enum.StrEnum):
+    """The field-service systems a connection can name (`integration_core/providers/registry.py`)."""
+
+    servicetitan = "servicetitan"
+    housecallpro = "housecallpro"
 
 
 class ProviderEnvironment(enum.StrEnum):

@@ -148,7 +148,6 @@ def failure_rates(session: Session, *, window_hours: float = 24, min_finished: i
     return [FailureRate(**row) for row in rows]
 
 
-def oldest_due_pending_age(session: Session) -> float | None:
 # "Oldest pending", the one definition (queue statistics, `si status`, the `oldest_pending_within_target` check):
 # of the routings *due now* (`pending` or `needs_reconcile`, next_attempt_at <= now()), the one routed longest ago,
 # aged from when it was routed (created_at) — how long the work an operator expects to move has been waiting. A
@@ -172,6 +171,7 @@ def oldest_due_ages(session: Session, *, company_id: uuid.UUID | None = None) ->
     return {r["receiving_company_id"]: float(r["age_s"]) for r in rows}
 
 
+def oldest_due_pending_age(session: Session) -> float | None:
     """Seconds the longest-waiting due routing has been waiting since it was routed (None: nothing due): the
     largest of `oldest_due_ages`."""
     return max(oldest_due_ages(session).values(), default=None)

@@ -12,7 +12,7 @@ from integration_core import audit
 from integration_core.db import budget
 from integration_core.db.models import Company, ProviderConnection, Technician
 from integration_core.delivery.monitoring import oldest_due_ages
-from integration_core.domain import DUE_ROUTING_STATUSES, AttemptOutcome, RoutingStatus
+from integration_core.domain import DUE_ROUTING_STATUSES, RoutingStatus
 from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
 from integration_core.referrals.directory import connection_out
 from integration_core.schemas import (
