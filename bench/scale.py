@@ -74,9 +74,8 @@ def _setup(engine: Engine, companies: int, jobs: int) -> None:
         # every 25th company has no enabled connection (every 50th none at all): the sensor must skip them
         conn.execute(
             text(
-                "INSERT INTO provider_connections (company_id, tenant_id, client_id_encrypted, "
-                "client_secret_encrypted, app_key_encrypted, booking_provider_id, enabled) "
-                "SELECT c, 'T' || n, 'x', 'x', 'x', 1, n % 25 <> 0 "
+                "INSERT INTO provider_connections (company_id, account_id, settings, enabled) "
+                "SELECT c, 'T' || n, '{\"booking_provider_id\": 1}', n % 25 <> 0 "
                 "FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS t(c, n) WHERE n % 50 <> 0"
             ),
             {"ids": ids},

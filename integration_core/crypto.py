@@ -115,9 +115,8 @@ class EncryptedColumn:
 # dropped from SECRET_KEYS. tests/api/test_key_rotation.py checks that every `*_encrypted` column of the ORM
 # models is listed.
 ENCRYPTED_COLUMNS: list[EncryptedColumn] = [
-    EncryptedColumn("provider_connections", "client_id_encrypted"),
-    EncryptedColumn("provider_connections", "client_secret_encrypted"),
-    EncryptedColumn("provider_connections", "app_key_encrypted"),
+    # issue 11 (migration 0003): every provider's secrets, one ciphertext per secret field
+    EncryptedColumn("provider_connections", "secrets_encrypted", kind="json"),
     EncryptedColumn("webhook_endpoints", "secret_encrypted", key="connection_id"),  # issue 12
 ]
 

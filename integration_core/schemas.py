@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
 
 from pydantic import (
     AfterValidator,
@@ -329,8 +329,9 @@ def _connection_input(spec: registry.ProviderSpec) -> type[BaseModel]:
     namespace: dict[str, Any] = {
         "__module__": __name__,
         "__doc__": f"A {spec.label} connection. Secrets are write-only: stored encrypted, never returned.",
-        "__annotations__": {"enabled": bool},
+        "__annotations__": {"enabled": bool, "ENFORCE_MODE_SETTINGS": ClassVar[bool]},
         "enabled": True,
+        "ENFORCE_MODE_SETTINGS": True,
         "model_config": ConfigDict(
             extra="forbid", frozen=True, hide_input_in_errors=True, validate_default=True, title=name
         ),

@@ -10,7 +10,6 @@ from integration_core.delivery.monitoring import due_companies
 from integration_core.delivery.runs import release_held
 from integration_core.settings import get_settings
 from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job
-from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
 from pipelines.partitions import COMPANY_ID_TAG, PARTITIONS, receiving_companies
 from pipelines.resources import IntegrationResource
 
@@ -115,6 +114,7 @@ def pending_routings_sensor(
             run_key=f"{d.partition_key}:{tick}",
             tags={
                 "dagster/priority": "10",  # referrals waiting: ahead of reconcile, pulls, checks in the queue
+                "provider": d.provider,
                 "tenant": d.tenant_id,
                 "company": d.name[:200],
                 COMPANY_ID_TAG: str(d.company_id),

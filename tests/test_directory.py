@@ -8,7 +8,7 @@ from sqlalchemy import select, text
 
 from integration_core import crypto
 from integration_core.db.models import Job, JobRouting, ProviderConnection
-from integration_core.local.demo import DEMO_TENANTS
+from integration_core.local.demo import DEMO_HCP_ACCOUNTS, DEMO_TENANTS
 from integration_core.local.seed import demo_company_id, demo_technician_id, seed_demo
 from integration_core.referrals import directory
 from integration_core.referrals.intake import create_job, rematch
@@ -18,11 +18,11 @@ from tests.support.config import TEST_SECRET_KEY
 
 def test_secrets_are_unreadable_in_the_database(demo, db) -> None:
     plaintexts = {t.client_secret for t in DEMO_TENANTS} | {t.client_id for t in DEMO_TENANTS}
-    plaintexts |= {t.app_key for t in DEMO_TENANTS}
+    plaintexts |= {t.app_key for t in DEMO_TENANTS} | {a.api_key for a in DEMO_HCP_ACCOUNTS}
     with db.connect() as conn:
         dump = conn.execute(text("SELECT row_to_json(p)::text FROM provider_connections p")).scalars().all()
         audit = conn.execute(text("SELECT details::text FROM audit_log")).scalars().all()
-    assert len(dump) == 5
+    assert len(dump) == 6  # five ServiceTitan tenants and ElectroFix on Housecall Pro
     for row in dump + audit:
         for secret in plaintexts:
             assert secret not in row
@@ -30,20 +30,21 @@ def test_secrets_are_unreadable_in_the_database(demo, db) -> None:
 
 def test_credentials_round_trip_only_with_the_right_key(demo, session_factory) -> None:
     with session_factory() as session:
-        conn = session.scalars(select(ProviderConnection).where(ProviderConnection.tenant_id == "1001")).one()
-        assert directory.credentials(conn, TEST_SECRET_KEY)[1] == "cs1.demo-secret-1001"
+        conn = session.scalars(select(ProviderConnection).where(ProviderConnection.account_id == "1001")).one()
+        assert directory.credentials(conn, TEST_SECRET_KEY)["client_secret"] == "cs1.demo-secret-1001"
         with pytest.raises(crypto.SecretDecryptionError) as info:
             directory.credentials(conn, "another-secret-key-entirely")
         assert "cs1" not in str(info.value)
         out = directory.connection_out(conn, TEST_SECRET_KEY).model_dump_json()
-        assert "demo-secret" not in out and "ak1.demo" not in out
+        assert "demo-secret" not in out and "ak1.demo" not in out and "cid.demo" not in out
+        assert directory.connection_out(conn).secrets_set == {"client_id": True, "client_secret": True, "app_key": True}
 
 
 def test_connection_input_never_echoes_secrets() -> None:
     data = ConnectionCreate.model_validate(
         {
             "environment": "sandbox",
-            "base_url": "http://x",
+            "base_url": "http://127.0.0.1:9",
             "tenant_id": "1",
             "client_id": "cid.a",
             "client_secret": "cs1.very-secret",
@@ -67,7 +68,7 @@ def test_connection_input_never_echoes_secrets() -> None:
 def test_connection_validation(over: dict[str, object], message: str) -> None:
     body = {
         "environment": "sandbox",
-        "base_url": "http://x",
+        "base_url": "http://127.0.0.1:9",
         "tenant_id": "1",
         "client_id": "cid.a",
         "client_secret": "cs1.s",

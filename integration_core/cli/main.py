@@ -1,8 +1,4 @@
-"""`si`: every command an operator types.
-
-Exit codes: 0 success, 1 the operation failed, 2 usage error (typer), 3 a dependency (database, Dagster,
-provider) is unavailable, 4 not found.
-"""
+"""`si`: every command an operator types. Exit codes, consoles and `fail`: `integration_core/cli/common.py`."""
 
 from __future__ import annotations
 
@@ -12,9 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from integration_core.cli import ops as cli_ops
+from integration_core.cli.common import ExitCode, console, err
+from integration_core.cli.common import fail as _fail
+from integration_core.cli.secrets import secrets_app
 from integration_core.cli.webhooks import webhooks_app
 from integration_core.settings import PROJECT_ROOT, ConfigurationError, get_settings
 
@@ -33,18 +31,8 @@ app.add_typer(api_app, name="api")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(stack_app, name="stack")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(webhooks_app, name="webhooks")
-
-console = Console()
-err = Console(stderr=True)
-
-EXIT_FAILED = 1
-EXIT_UNAVAILABLE = 3
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def _setup_logging() -> None:
@@ -56,7 +44,7 @@ def _main() -> None:
     try:
         get_settings()
     except (ConfigurationError, ValueError) as exc:
-        raise _fail(str(exc), 2) from exc
+        raise _fail(str(exc), ExitCode.usage) from exc
 
 
 def _alembic_config() -> object:
@@ -99,7 +87,7 @@ def db_up() -> None:
         with get_engine().connect() as conn:
             version = conn.execute(text("SHOW server_version")).scalar()
     except Exception as exc:
-        raise _fail(f"database unreachable: {type(exc).__name__}: {exc}", EXIT_UNAVAILABLE) from exc
+        raise _fail(f"database unreachable: {type(exc).__name__}: {exc}", ExitCode.unavailable) from exc
     from integration_core.db.engine import database_url
 
     console.print(f"database up: PostgreSQL {version} at {redacted(database_url())}")
@@ -198,7 +186,7 @@ def db_backup(
     result = subprocess.run([_pg_tool("pg_dump"), "-Fc", "-f", str(output), _libpq_url()], check=False)  # noqa: S603
     if result.returncode != 0:
         output.unlink(missing_ok=True)
-        raise _fail("pg_dump failed", EXIT_FAILED)
+        raise _fail("pg_dump failed", ExitCode.failed)
     console.print(f"backup written to {output}")
 
 
@@ -214,7 +202,7 @@ def db_restore(
         typer.confirm(f"Replace the current database with {backup}?", abort=True)
     cmd = [_pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "-d", _libpq_url(), str(backup)]
     if subprocess.run(cmd, check=False).returncode != 0:  # noqa: S603
-        raise _fail("pg_restore reported errors (see above)", EXIT_FAILED)
+        raise _fail("pg_restore reported errors (see above)", ExitCode.failed)
     console.print("restored")
 
 
@@ -272,7 +260,7 @@ def migrate_status() -> None:
     else:
         pending = [r.revision for r in script.iterate_revisions(tuple(heads), tuple(current) or "base")]
         console.print(f"[yellow]pending: {', '.join(reversed(pending))}[/yellow] — run `si migrate`")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.failed)
 
 
 # --- seed ---------------------------------------------------------------------------------------------------
@@ -290,6 +278,7 @@ def seed_demo_cmd() -> None:
             session,
             secret_key=settings.secret_key.get_secret_value(),
             sandbox_url=settings.servicetitan_sandbox_url,
+            housecallpro_sandbox_url=settings.housecallpro_sandbox_url,
         )
     console.print(
         f"demo data: {summary.companies_created} companies, {summary.technicians_created} technicians, "
@@ -306,7 +295,11 @@ def seed_demo_cmd() -> None:
             str(demo_company_id(c.key)),
             str(demo_technician_id(c.key)),
             " ".join(c.zip_codes),
-            f"tenant {c.tenant.tenant_id} ({c.delivery_mode})" if c.tenant else "no",
+            f"ServiceTitan tenant {c.tenant.tenant_id} ({c.delivery_mode})"
+            if c.tenant
+            else f"Housecall Pro {c.hcp_account.company_id} ({c.delivery_mode})"
+            if c.hcp_account
+            else "no",
         )
     console.print(table)
 
@@ -360,15 +353,14 @@ def sandbox_serve(
     seed: Annotated[int, typer.Option(help="seed of every random choice (faults, office)")] = 0,
     demo_tenants: Annotated[bool, typer.Option(help="seed the demo tenants")] = True,
 ) -> None:
-    """Serve the ServiceTitan sandbox (the demo tenants are seeded). Control API: /_sandbox (docs/sandbox.md)."""
-    from sandboxes.servicetitan import OfficeConfig, SandboxConfig, serve
+    """Serve the ServiceTitan sandbox (the demo tenants are seeded). Control API: /_sandbox (docs/sandbox.md).
+    Becomes `python -m sandboxes.servicetitan` with these options: the product package never imports the sandbox."""
+    import os
 
-    config = SandboxConfig(
-        seed=seed,
-        seed_demo_tenants=demo_tenants,
-        office=OfficeConfig(enabled=office, pace_s=office_pace, seed=seed),
-    )
-    serve(host=host, port=port, config=config, log_level=get_settings().log_level.lower())
+    args = ["--port", str(port), "--host", host, "--office" if office else "--no-office"]
+    args += ["--office-pace", str(office_pace), "--seed", str(seed)]
+    args += ["--demo-tenants" if demo_tenants else "--no-demo-tenants", "--log-level", get_settings().log_level]
+    os.execv(sys.executable, [sys.executable, "-m", "sandboxes.servicetitan", *args])  # noqa: S606
 
 
 # --- the local stack ----------------------------------------------------------------------------------------
@@ -440,7 +432,7 @@ def run(
         console.print("\nstopping…")
     except RuntimeError as exc:
         err.print(f"[red]error:[/red] {exc}")
-        code = EXIT_FAILED
+        code = ExitCode.failed
     finally:
         sup.stop_all()
         console.print("all processes stopped")
@@ -523,10 +515,10 @@ def stack_status() -> None:
         )
     if not rows:
         console.print("no stack is running (start it with `make up` or `make run`)")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.failed)
     _print_status(rows)
     if not all(r["running"] for r in rows):
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.failed)
 
 
 def main() -> None:  # pragma: no cover - console entry point

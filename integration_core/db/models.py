@@ -42,6 +42,7 @@ from integration_core.domain import (
     DeliveryMode,
     JobStatus,
     ProviderEnvironment,
+    ProviderName,
     RoutingStatus,
     SkillLevel,
 )
@@ -129,6 +130,8 @@ class CompanySkill(Base):
         UniqueConstraint("company_id", "skill"),
         CheckConstraint(_check_in("level", SkillLevel), name="level_known"),
         CheckConstraint("length(trim(skill)) > 0", name="skill_not_blank"),
+        # stored normalised (schemas.SkillName; migration 0006): one row per skill however it was spelled
+        CheckConstraint("skill !~ '[A-Z[:space:]-]'", name="skill_normalised"),
         Index("ix_company_skills_skill", "skill"),
     )
 
@@ -162,43 +165,49 @@ class Technician(Base):
 
 
 class ProviderConnection(Base):
-    """A company's connection to its field-service system. Credentials are Fernet-encrypted (SECRET_KEY)."""
+    """A company's connection to its field-service system (migration 0003: provider-neutral).
+
+    `provider` names the system (`providers/registry.py`); the provider's own non-secret settings are the JSON
+    object `settings` (ServiceTitan: tenant_id, booking_provider_id, ...; Housecall Pro: account_id,
+    lead_source, ...) and its secrets the JSON object `secrets_encrypted`, one Fernet ciphertext (SECRET_KEY) per
+    secret field. `account_id` is the provider account the connection acts for (ServiceTitan tenant id): the
+    shared rate budget's key."""
 
     __tablename__ = "provider_connections"
     __table_args__ = (
         UniqueConstraint("company_id", "provider"),
-        CheckConstraint("provider IN ('servicetitan')", name="provider_known"),
+        CheckConstraint(_check_in("provider", ProviderName), name="provider_known"),
         CheckConstraint(_check_in("environment", ProviderEnvironment), name="environment_known"),
         CheckConstraint(_check_in("delivery_mode", DeliveryMode), name="delivery_mode_known"),
         CheckConstraint(_check_in("health", ConnectionHealth), name="health_known"),
-        CheckConstraint("priority IN ('Low', 'Normal', 'High', 'Urgent')", name="priority_known"),
         CheckConstraint("rate_limit_per_second > 0", name="rate_positive"),
         CheckConstraint("rate_limit_burst >= 1", name="burst_positive"),
-        CheckConstraint("delivery_mode <> 'booking' OR booking_provider_id IS NOT NULL", name="booking_needs_provider"),
+        CheckConstraint("jsonb_typeof(settings) = 'object'", name="settings_object"),
+        CheckConstraint("jsonb_typeof(secrets_encrypted) = 'object'", name="secrets_object"),
+        CheckConstraint("length(trim(account_id)) > 0", name="account_not_blank"),
         CheckConstraint(
-            "delivery_mode <> 'job' OR (business_unit_id IS NOT NULL AND job_type_id IS NOT NULL "
-            "AND campaign_id IS NOT NULL)",
+            "provider <> 'servicetitan' OR delivery_mode <> 'booking' OR settings ? 'booking_provider_id'",
+            name="booking_needs_provider",
+        ),
+        CheckConstraint(
+            "provider <> 'servicetitan' OR delivery_mode <> 'job' "
+            "OR settings ?& array['business_unit_id', 'job_type_id', 'campaign_id']",
             name="job_needs_ids",
         ),
-        Index("ix_provider_connections_tenant", "provider", "tenant_id"),
+        Index("ix_provider_connections_account", "provider", "account_id"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id"), nullable=False)
     provider: Mapped[str] = mapped_column(String(32), nullable=False, server_default="servicetitan")
     environment: Mapped[str] = mapped_column(String(16), nullable=False, server_default="sandbox")
-    base_url: Mapped[str | None] = mapped_column(String(500))  # only for environment=sandbox (custom host)
-    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    client_id_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
-    client_secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
-    app_key_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    base_url: Mapped[str | None] = mapped_column(String(500))  # the sandbox's URL (loopback), else the provider's
+    account_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    secrets_encrypted: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
     delivery_mode: Mapped[str] = mapped_column(String(16), nullable=False, server_default="booking")
-    booking_provider_id: Mapped[int | None] = mapped_column(BigInteger)
-    business_unit_id: Mapped[int | None] = mapped_column(BigInteger)
-    job_type_id: Mapped[int | None] = mapped_column(BigInteger)
-    campaign_id: Mapped[int | None] = mapped_column(BigInteger)
-    priority: Mapped[str] = mapped_column(String(16), nullable=False, server_default="Normal")
-    external_data_guid: Mapped[str | None] = mapped_column(String(64))
     rate_limit_per_second: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("60"))
     rate_limit_burst: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("10"))
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
@@ -376,7 +385,8 @@ class SyncAttempt(Base):
 
 
 class ProviderRateLimit(Base):
-    """Per (provider, tenant) token-bucket state that every process and the admin API see."""
+    """Per (provider, account) token-bucket state that every process and the admin API see (the account is the
+    connection's `account_id`: ServiceTitan's tenant id, Housecall Pro's account)."""
 
     __tablename__ = "provider_rate_limits"
     __table_args__ = (
@@ -386,7 +396,7 @@ class ProviderRateLimit(Base):
     )
 
     provider: Mapped[str] = mapped_column(String(32), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     rate: Mapped[float] = mapped_column(Float, nullable=False)
     burst: Mapped[int] = mapped_column(Integer, nullable=False)
     current_rate: Mapped[float] = mapped_column(Float, nullable=False)
@@ -495,7 +505,6 @@ class WebhookRejection(Base):
     count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
-
 
 
 # --- reports (issue 13) ------------------------------------------------------------------------------------

@@ -6,61 +6,53 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
-import httpx
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from integration_core import crypto
 from integration_core.db.models import ProviderConnection
 from integration_core.delivery.ratelimit import PostgresRateLimiter
-from integration_core.providers.base import REDACTED, ConnectionConfig, Provider, RequestGate
+from integration_core.providers import registry
+from integration_core.providers.base import Provider, RequestGate
 from integration_core.settings import Settings
 
-ProviderFactory = Callable[[ConnectionConfig, RequestGate | None, Settings], Provider]
+ProviderFactory = Callable[[Any, RequestGate | None, Settings], Provider]
 
 
-def default_provider_factory(config: ConnectionConfig, gate: RequestGate | None, settings: Settings) -> Provider:
-    from integration_core.providers.servicetitan.provider import ServiceTitanProvider
-
-    t = settings.delivery_request_timeout_seconds
-    return ServiceTitanProvider(config, gate=gate, timeout=httpx.Timeout(t, connect=min(t, 5.0)))
+def default_provider_factory(config: Any, gate: RequestGate | None, settings: Settings) -> Provider:
+    """The registered provider for `config.provider` (`providers/registry.py`)."""
+    return registry.get(config.provider).build(config, gate, settings)
 
 
-def connection_config(row: ProviderConnection, secret_key: str | None) -> ConnectionConfig:
-    """A stored connection as the provider sees it. With `secret_key`, the credentials are decrypted (raises
-    `crypto.SecretDecryptionError` when the key does not fit); without, they are placeholders — enough to
-    render payloads (dry-run), never to send."""
-    encrypted = (row.client_id_encrypted, row.client_secret_encrypted, row.app_key_encrypted)
-    if secret_key is None:
-        client_id, client_secret, app_key = REDACTED, REDACTED, REDACTED
-    else:
-        client_id, client_secret, app_key = (crypto.decrypt(value, secret_key) for value in encrypted)
-    return ConnectionConfig(
-        provider="servicetitan",
-        environment=row.environment,
-        base_url=row.base_url,
-        tenant_id=row.tenant_id,
-        client_id=client_id,
-        client_secret=SecretStr(client_secret),
-        app_key=SecretStr(app_key),
-        delivery_mode=row.delivery_mode,
-        booking_provider_id=row.booking_provider_id,
-        business_unit_id=row.business_unit_id,
-        job_type_id=row.job_type_id,
-        campaign_id=row.campaign_id,
-        priority=row.priority,
-        external_data_guid=uuid.UUID(row.external_data_guid) if row.external_data_guid else None,
-        rate_limit_per_second=row.rate_limit_per_second,
-        rate_limit_burst=row.rate_limit_burst,
-    )
+def decrypt_secrets(row: ProviderConnection, secret_key: str) -> dict[str, str]:
+    """The connection's secrets in plaintext — for the provider only; never log them. Raises
+    `crypto.SecretDecryptionError` when the key does not fit."""
+    return {name: crypto.decrypt(value, secret_key) for name, value in row.secrets_encrypted.items()}
+
+
+def connection_config(row: ProviderConnection, secret_key: str | None) -> Any:
+    """A stored connection as its provider's connection model (`registry.get(row.provider).model`). With
+    `secret_key`, the secrets are decrypted (raises `crypto.SecretDecryptionError` when the key does not fit);
+    without, they are placeholders — enough to render requests (dry run), never to send."""
+    spec = registry.get(row.provider)
+    common = {
+        "provider": row.provider,
+        "environment": row.environment,
+        "base_url": row.base_url,
+        "delivery_mode": row.delivery_mode,
+        "rate_limit_per_second": row.rate_limit_per_second,
+        "rate_limit_burst": row.rate_limit_burst,
+    }
+    secrets = decrypt_secrets(row, secret_key) if secret_key is not None else None
+    return spec.load(common, row.settings, secrets)
 
 
 @dataclass
 class LiveConnection:
     row: ProviderConnection
-    config: ConnectionConfig
+    config: Any  # the provider's connection model
     limiter: PostgresRateLimiter
     provider: Provider
 
@@ -85,7 +77,7 @@ def open_connection(
     limiter = PostgresRateLimiter(
         engine,
         provider=row.provider,
-        tenant_id=row.tenant_id,
+        account_id=row.account_id,
         budget_per_second=row.rate_limit_per_second,
         burst=row.rate_limit_burst,
         safety_margin=settings.rate_limit_safety_margin,

@@ -1,16 +1,17 @@
 """Dry run of one routing: what the next delivery run would do with it, and the exact bodies it would send.
 
 Shared by `POST /api/routings/{id}/dry-run` and `si dry-run ID`. Nothing is sent and nothing is written: the
-routing, its job and its company's connection are read, the provider's own mapping functions
-(`providers/servicetitan/mapping.py`) render the bodies exactly as the client serialises them, and the
-engine's rules (`delivery/engine.py`: claim → lookup when required → deliver) give the decision.
+routing, its job and its company's connection are read; the decision is `delivery/decide.py`'s `next_action`,
+the same function the engine follows; the requests are rendered by the connection's own provider
+(`Provider.plan_delivery`, e.g. `providers/servicetitan/provider.py`) exactly as its client serialises them.
 
 The connection's credentials are never decrypted here: the rendered requests carry the method, URL and body;
-the `Authorization` and `ST-App-Key` headers the client adds are shown as `[redacted]`.
+credentials in headers are shown as `[redacted]`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,20 +19,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from integration_core.db.models import Company, Job, JobRouting, ProviderConnection, RoutingStatus
+from integration_core.db.models import Company, Job, JobRouting, ProviderConnection
 from integration_core.delivery.connections import connection_config
+from integration_core.delivery.decide import Action, ConnectionState, RoutingState, next_action
 from integration_core.errors import NotFound
-from integration_core.providers.base import REDACTED, ConnectionConfig, DeliveryRequest
+from integration_core.providers import registry
+from integration_core.providers.base import DeliveryPlan, DeliveryRequest, Provider
 from integration_core.schemas import DryRunOut, PlannedRequestOut
 from integration_core.settings import Settings
-
-CUSTOMER_ID_PLACEHOLDER = "{customerId}"
-LOCATION_ID_PLACEHOLDER = "{locationId}"
-HEADERS = {"Authorization": f"Bearer {REDACTED}", "ST-App-Key": REDACTED, "Content-Type": "application/json"}
-
-
-def _planned(operation: str, method: str, url: str, when: str, **rest: Any) -> PlannedRequestOut:
-    return PlannedRequestOut(operation=operation, method=method, url=url, when=when, **rest)
 
 
 def delivery_request(routing: JobRouting, job: Job, referrer_name: str | None) -> DeliveryRequest:
@@ -54,111 +49,37 @@ def delivery_request(routing: JobRouting, job: Job, referrer_name: str | None) -
     )
 
 
-def _body(model: Any) -> dict[str, Any]:
-    # exactly as ServiceTitanClient.request serialises bodies
-    body: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return body
+def _close(provider: Provider) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(provider.aclose())
+    else:  # called from a running loop: it closes the provider's (unused) HTTP client when it gets to it
+        asyncio.get_running_loop().create_task(provider.aclose())
 
 
-def _servicetitan_requests(
-    request: DeliveryRequest, config: ConnectionConfig, *, lookup: bool, now: datetime
-) -> list[PlannedRequestOut]:
-    from integration_core.providers.servicetitan import mapping
-    from integration_core.providers.servicetitan.client import api_base_for
+def plan(config: Any, request: DeliveryRequest, settings: Settings, *, lookup: bool, now: datetime) -> DeliveryPlan:
+    """The connection's provider renders the requests (no credentials: placeholders stand in for them)."""
+    provider = registry.get(config.provider).build(config, None, settings)
+    try:
+        return provider.plan_delivery(request, lookup=lookup, now=now)
+    finally:
+        _close(provider)
 
-    base = f"{api_base_for(config)}"
 
-    def path(module: str, resource: str) -> str:
-        return f"{base}/{module}/v2/tenant/{config.tenant_id}/{resource}"
-
-    planned: list[PlannedRequestOut] = []
-    get_headers = {k: v for k, v in HEADERS.items() if k != "Content-Type"}
-    if config.delivery_mode == "booking":
-        url = path("crm", f"booking-provider/{config.booking_provider_id}/bookings")
-        if lookup:
-            planned.append(
-                _planned(
-                    "find_existing",
-                    "GET",
-                    url,
-                    "first: an earlier attempt's outcome is unknown, so the booking is looked up by its marker",
-                    params={"externalId": request.marker, "page": "1", "pageSize": "50"},
-                    headers=get_headers,
-                )
-            )
-        planned.append(
-            _planned(
-                "create_booking",
-                "POST",
-                url,
-                "only if the lookup found nothing" if lookup else "always",
-                headers=dict(HEADERS),
-                body=_body(mapping.booking_body(request, config)),
-            )
+def _out(planned: DeliveryPlan) -> list[PlannedRequestOut]:
+    return [
+        PlannedRequestOut(
+            operation=r.operation,
+            method=r.method,
+            url=r.url,
+            when=r.when,
+            params=r.params or {},
+            headers=r.headers or {},
+            body=r.body,
         )
-        return planned
-
-    if lookup:
-        planned.append(
-            _planned(
-                "find_existing",
-                "GET",
-                path("jpm", "jobs"),
-                "first: an earlier attempt's outcome is unknown, so the job is looked up by its externalData marker",
-                params={
-                    "externalDataApplicationGuid": str(config.external_data_guid),
-                    "externalDataKey": mapping.MARKER_KEY,
-                    "externalDataValues": request.marker,
-                },
-                headers=get_headers,
-            )
-        )
-    then = "if the lookup found nothing: " if lookup else ""
-    planned.append(
-        _planned(
-            "find_customer",
-            "GET",
-            path("crm", "customers"),
-            f"{then}look for the homeowner among existing customers (by phone, then by name and address or e-mail)",
-            headers=get_headers,
-        )
-    )
-    planned.append(
-        _planned(
-            "create_customer",
-            "POST",
-            path("crm", "customers"),
-            f"{then}only if no existing customer matches (the service address becomes its location)",
-            headers=dict(HEADERS),
-            body=_body(mapping.customer_body(request)),
-        )
-    )
-    location = _body(mapping.location_body(request, 0))
-    location["customerId"] = CUSTOMER_ID_PLACEHOLDER
-    planned.append(
-        _planned(
-            "create_location",
-            "POST",
-            path("crm", "locations"),
-            f"{then}only if the matched customer has no active location at the service address",
-            headers=dict(HEADERS),
-            body=location,
-        )
-    )
-    job = _body(mapping.job_body(request, config, customer_id=0, location_id=0, now=now))
-    job["customerId"] = CUSTOMER_ID_PLACEHOLDER
-    job["locationId"] = LOCATION_ID_PLACEHOLDER
-    planned.append(
-        _planned(
-            "create_job",
-            "POST",
-            path("jpm", "jobs"),
-            "only if the lookup found nothing" if lookup else "always",
-            headers=dict(HEADERS),
-            body=job,
-        )
-    )
-    return planned
+        for r in planned.requests
+    ]
 
 
 def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now: datetime | None = None) -> DryRunOut:
@@ -176,13 +97,15 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
         .order_by(ProviderConnection.enabled.desc(), ProviderConnection.provider)
     ).first()
     status = routing.status
-    lookup = routing.lookup_required or status == RoutingStatus.needs_reconcile.value
     due = routing.next_attempt_at <= now
     max_attempts = settings.delivery_max_attempts
 
     requests: list[PlannedRequestOut] = []
+    placeholders: dict[str, str] = {}
     connection: dict[str, Any] | None = None
     missing: dict[str, list[str]] = {}
+    note = ""
+    conn_state = ConnectionState.none
     if conn is not None:
         config = connection_config(conn, None)
         missing = config.missing_settings()
@@ -190,40 +113,66 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
             "connection_id": str(conn.id),
             "provider": conn.provider,
             "environment": conn.environment,
-            "tenant_id": conn.tenant_id,
+            "account_id": conn.account_id,
             "delivery_mode": conn.delivery_mode,
             "enabled": conn.enabled,
             "health": conn.health,
         }
-        if not missing:
-            request = delivery_request(routing, job, referrer.name if referrer else None)
-            requests = _servicetitan_requests(request, config, lookup=lookup, now=now)
+        conn_state = (
+            ConnectionState.disabled
+            if not conn.enabled
+            else ConnectionState.misconfigured
+            if missing
+            else ConnectionState.ready
+        )
+    state = RoutingState(
+        status=status,
+        lookup_required=routing.lookup_required,
+        attempts=routing.attempts,
+        max_attempts=max_attempts,
+        connection=conn_state,
+    )
+    lookup = state.needs_lookup
+    action = next_action(state)
+    if conn is not None and not missing:
+        try:
+            planned = plan(
+                config,
+                delivery_request(routing, job, referrer.name if referrer else None),
+                settings,
+                lookup=lookup,
+                now=now,
+            )
+        except NotImplementedError as exc:
+            note = f" ({exc}: its requests cannot be shown)"
+        else:
+            requests, placeholders = _out(planned), dict(planned.placeholders)
 
     would_send = False
-    if conn is None or not conn.enabled:
+    if action is Action.wait_for_connection:
         decision = (
             "no enabled provider connection: the routing waits in no_integration; enabling a connection for "
             "the company returns it to pending"
         )
-    elif missing:
+    elif action is Action.fail_misconfigured:
         fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in missing.items())
         decision = f"the connection is misconfigured ({fields}): a run would fail this routing without sending"
-    elif status == RoutingStatus.synced.value:
+    elif action is Action.nothing_delivered:
         decision = f"already delivered as {routing.external_id}: nothing would be sent again"
-    elif status == RoutingStatus.claimed.value:
+    elif action is Action.held_by_run:
         decision = (
             f"a run ({routing.lease_owner}) holds it until {routing.lease_expires_at}: its outcome decides; "
             "nothing more would be sent by another run"
         )
-    elif status == RoutingStatus.failed.value:
+    elif action is Action.wait_for_retry:
         decision = (
             f"failed ({routing.last_error_code}): nothing is sent until it is retried; after a retry the run "
             + ("looks it up first, then " if lookup else "")
             + "sends the requests shown"
         )
-    elif status == RoutingStatus.no_integration.value:
+    elif action is Action.wait_for_enable:
         decision = "in no_integration: nothing is sent until the company's connection is enabled again"
-    elif lookup and routing.attempts >= max_attempts:
+    elif action is Action.look_up and next_action(state.after_lookup(False)) is Action.give_up:
         decision = (
             f"looked up first; if not found at the provider it fails as attempts_exhausted "
             f"({routing.attempts}/{max_attempts} attempts used) instead of being sent again"
@@ -233,16 +182,11 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
         when = "the next run" if due else f"the first run after {routing.next_attempt_at.isoformat()}"
         decision = (
             f"{when} looks the marker up first and sends only if nothing is found at the provider"
-            if lookup
+            if action is Action.look_up
             else f"{when} sends it (no earlier request can have reached the provider)"
         )
+    decision += note
 
-    placeholders: dict[str, str] = {}
-    if conn is not None and conn.delivery_mode == "job" and requests:
-        placeholders = {
-            CUSTOMER_ID_PLACEHOLDER: "id of the matched or created customer",
-            LOCATION_ID_PLACEHOLDER: "id of the matched or created location",
-        }
     return DryRunOut(
         routing_id=routing.id,
         status=status,
@@ -257,5 +201,5 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
         decision=decision,
         connection=connection,
         requests=requests,
-        placeholders=placeholders,
+        placeholders=placeholders if requests else {},
     )

@@ -43,9 +43,10 @@ from integration_core.delivery.connections import (
     enabled_connection,
     open_connection,
 )
+from integration_core.delivery.decide import Action, RoutingState, next_action
 from integration_core.delivery.leases import EXPIRE_LEASES
 from integration_core.delivery.ratelimit import LeaseDeadline, request_deadline
-from integration_core.domain import RoutingStatus
+from integration_core.domain import AttemptOutcome, ConnectionHealth, RoutingStatus
 from integration_core.providers.base import (
     AuthFailed,
     DeliveryResult,
@@ -133,12 +134,12 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 # --------------------------------------------------------------------------------------------------------------
 
 _RECORD_ATTEMPT = text(
-    """
+    f"""
     WITH fenced AS (
         UPDATE job_routings
            SET attempts = attempts + :burn,
                lookup_required = lookup_required OR :sends
-         WHERE id = :id AND lease_version = :v AND status = 'claimed'
+         WHERE id = :id AND lease_version = :v AND status = '{RoutingStatus.claimed}'
         RETURNING id, attempts
     )
     INSERT INTO sync_attempts (routing_id, run_id, attempt_no, operation)
@@ -157,10 +158,10 @@ _FINISH_ATTEMPT = text(
     """
 )
 
-_RELEASE = """
+_RELEASE = f"""
     UPDATE job_routings
-       SET lease_owner = NULL, lease_expires_at = NULL, {sets}
-     WHERE id = :id AND lease_version = :v AND status = 'claimed'
+       SET lease_owner = NULL, lease_expires_at = NULL, {{sets}}
+     WHERE id = :id AND lease_version = :v AND status = '{RoutingStatus.claimed}'
     RETURNING extract(epoch FROM clock_timestamp() - created_at) AS age_s
 """
 
@@ -171,19 +172,20 @@ def _release(sets: str) -> Any:
 
 
 _SYNCED = _release(
-    "status = 'synced', external_id = :external_id, external_refs = :refs, delivery_mode = :mode, "
+    f"status = '{RoutingStatus.synced}', external_id = :external_id, external_refs = :refs, delivery_mode = :mode, "
     "synced_at = clock_timestamp(), lookup_required = false, last_error_code = NULL, last_error_message = NULL"
 )
 _TO_PENDING = _release(
-    "status = 'pending', next_attempt_at = clock_timestamp() + make_interval(secs => :delay), "
+    f"status = '{RoutingStatus.pending}', next_attempt_at = clock_timestamp() + make_interval(secs => :delay), "
     "lookup_required = :lookup, attempts = greatest(0, attempts - :refund), "
     "last_error_code = coalesce(:code, last_error_code), last_error_message = coalesce(:message, last_error_message)"
 )
 _TO_FAILED = _release(
-    "status = 'failed', lookup_required = :lookup, last_error_code = :code, last_error_message = :message"
+    f"status = '{RoutingStatus.failed}', lookup_required = :lookup, "
+    "last_error_code = :code, last_error_message = :message"
 )
 _TO_RECONCILE = _release(
-    "status = 'needs_reconcile', lookup_required = true, "
+    f"status = '{RoutingStatus.needs_reconcile}', lookup_required = true, "
     "next_attempt_at = clock_timestamp() + make_interval(secs => :delay), attempts = greatest(0, attempts - :refund), "
     "last_error_code = :code, last_error_message = :message"
 )
@@ -415,7 +417,16 @@ class _Batch:
             return
         provider = self.live.provider
         attempts = c.attempts
-        if c.lookup_required:
+        state = RoutingState(
+            status=RoutingStatus.claimed,
+            lookup_required=c.lookup_required,
+            attempts=attempts,
+            max_attempts=self.settings.delivery_max_attempts,
+            own_claim=True,
+            lookup_only=lookup_only,
+        )
+        action = next_action(state)
+        if action is Action.look_up:
             attempt_id = await self._record(c, "lookup", sends=False)
             if attempt_id is None:
                 self.summary.outcomes["lease_lost"] += 1
@@ -431,22 +442,25 @@ class _Batch:
                 raise  # the run stops; what it holds is released when it ends
             except Exception as exc:  # a bug must not strand the routing
                 unexpected = _unexpected(exc, c)
-                await self._finish(attempt_id, "unknown", started, unexpected, c)
+                await self._finish(attempt_id, AttemptOutcome.unknown, started, unexpected, c)
                 await self._reconcile_later(c, unexpected)
                 return
-            if found is not None:
-                await self._finish(attempt_id, "adopted", started)
+            action = next_action(state.after_lookup(found is not None))
+            if action is Action.adopt:
+                assert found is not None
+                await self._finish(attempt_id, AttemptOutcome.adopted, started)
                 await self._synced(c, found, "adopted")
                 return
-            await self._finish(attempt_id, "not_found", started)
-            if lookup_only:
+            await self._finish(attempt_id, AttemptOutcome.not_found, started)
+            if action is Action.requeue:
                 await self._pending(c, delay=0, lookup=False, refund=0, code=None, message=None, outcome="not_found")
                 return
-            if attempts >= self.settings.delivery_max_attempts:
+            if action is Action.give_up:
                 await self._fail(
                     c, "attempts_exhausted", f"not at the provider after {attempts} attempts", lookup=False
                 )
                 return
+        assert action is Action.send, action
         if self.stop.is_set() or self._lease_too_short(c):
             await self.release(c)
             return
@@ -487,7 +501,7 @@ class _Batch:
             unexpected = _unexpected(exc, c)
             attempt_id = recorded[0] if recorded else await self._record(c, "deliver", sends=False, burn=True)
             if attempt_id is not None:
-                await self._finish(attempt_id, "unknown", started, unexpected, c)
+                await self._finish(attempt_id, AttemptOutcome.unknown, started, unexpected, c)
             await self._reconcile_later(c, unexpected)
             return
         finally:
@@ -495,7 +509,7 @@ class _Batch:
         # (a provider that delivers with reads alone would leave nothing recorded: record the attempt now)
         attempt_id = recorded[0] if recorded else await self._record(c, "deliver", sends=True)
         if attempt_id is not None:
-            await self._finish(attempt_id, "synced", started)
+            await self._finish(attempt_id, AttemptOutcome.synced, started)
         await self._synced(c, result, "synced")
 
     async def _failed_before_sending(self, c: Claimed, attempts: int, started: float, error: ProviderError) -> None:
@@ -511,16 +525,16 @@ class _LeaseLost(Exception):
     """Raised from the request gate when the routing's lease moved on before its first write could leave."""
 
 
-def _attempt_outcome(error: ProviderError) -> str:
+def _attempt_outcome(error: ProviderError) -> AttemptOutcome:
     if isinstance(error, RateLimited):
-        return "rate_limited"
+        return AttemptOutcome.rate_limited
     if isinstance(error, AuthFailed):
-        return "auth_failed"
+        return AttemptOutcome.auth_failed
     if isinstance(error, Permanent):
-        return "failed"
+        return AttemptOutcome.failed
     if isinstance(error, Retryable):
-        return "retryable"
-    return "unknown"
+        return AttemptOutcome.retryable
+    return AttemptOutcome.unknown
 
 
 def _unexpected(exc: BaseException, c: Claimed) -> UnknownOutcome:
@@ -537,9 +551,10 @@ def _unexpected(exc: BaseException, c: Claimed) -> UnknownOutcome:
 # --------------------------------------------------------------------------------------------------------------
 
 _CONNECTION_HEALTH = text(
-    """
+    f"""
     UPDATE provider_connections
-       SET health = CASE WHEN :auth_failed THEN 'unhealthy' WHEN :ok THEN 'healthy' ELSE health END,
+       SET health = CASE WHEN :auth_failed THEN '{ConnectionHealth.unhealthy}'
+                         WHEN :ok THEN '{ConnectionHealth.healthy}' ELSE health END,
            last_success_at = CASE WHEN :ok THEN clock_timestamp() ELSE last_success_at END,
            last_failure_at = CASE WHEN :failed THEN clock_timestamp() ELSE last_failure_at END,
            last_error = CASE WHEN :failed THEN :error ELSE last_error END
@@ -566,9 +581,9 @@ async def _note_connection_health(
 
 
 _EXTEND_LEASES = text(
-    """
+    f"""
     UPDATE job_routings SET lease_expires_at = now() + make_interval(secs => :lease)
-     WHERE id = ANY(:ids) AND lease_owner = :owner AND status = 'claimed'
+     WHERE id = ANY(:ids) AND lease_owner = :owner AND status = '{RoutingStatus.claimed}'
     RETURNING id
     """
 )
@@ -813,9 +828,9 @@ class ReconcileSummary:
 
 
 _RECONCILE_COMPANIES = text(
-    """
+    f"""
     SELECT receiving_company_id FROM job_routings
-     WHERE status = 'needs_reconcile' AND next_attempt_at <= now()
+     WHERE status = '{RoutingStatus.needs_reconcile}' AND next_attempt_at <= now()
      GROUP BY receiving_company_id ORDER BY min(next_attempt_at)
     """
 )
@@ -859,7 +874,7 @@ async def reconcile(
                 owner=run_id,
                 limit=limit_per_company,
                 lease_seconds=lease,
-                statuses=("needs_reconcile",),
+                statuses=(RoutingStatus.needs_reconcile,),
             )
             summary = BatchSummary(company_id=company_id, run_id=run_id, claimed=len(claimed))
             if claimed:

@@ -32,7 +32,8 @@ class DueCompany:
     company_id: uuid.UUID
     name: str
     partition_key: str  # the company's Dagster partition (companies.partition_key)
-    tenant_id: str
+    provider: str  # the connection's provider (run tag `provider`)
+    tenant_id: str  # the connection's provider account (`account_id`; run tag `tenant`)
     due: int  # due routings, exact below DUE_COUNT_CAP; DUE_COUNT_CAP means "at least that many"
     max_sequence: int
     oldest_due_at: datetime
@@ -46,7 +47,7 @@ class DueCompany:
 _DUE = text(
     f"""
     WITH top AS (
-        SELECT c.id AS company_id, c.name, c.partition_key, pc.tenant_id, o.oldest_due_at
+        SELECT c.id AS company_id, c.name, c.partition_key, pc.provider, pc.account_id AS tenant_id, o.oldest_due_at
           FROM provider_connections pc
           JOIN companies c ON c.id = pc.company_id
          CROSS JOIN LATERAL (
@@ -61,7 +62,7 @@ _DUE = text(
          ORDER BY o.oldest_due_at
          LIMIT :limit
     )
-    SELECT top.company_id, top.name, top.partition_key, top.tenant_id, n.due, m.max_sequence, top.oldest_due_at
+    SELECT top.company_id, top.name, top.partition_key, top.provider, top.tenant_id, n.due, m.max_sequence, top.oldest_due_at
       FROM top
      CROSS JOIN LATERAL (
             SELECT count(*) AS due

@@ -1,4 +1,7 @@
-"""The per-(provider, tenant) request budget, shared by every process through PostgreSQL.
+"""The per-(provider, account) request budget, shared by every process through PostgreSQL.
+
+The key is provider-neutral: the connection's provider and its `account_id` (ServiceTitan's tenant id, Housecall
+Pro's account), so two companies on one provider account share one budget and no two providers ever do.
 
 A GCRA token bucket ("virtual scheduling"): the row keeps `next_slot_at`, the earliest time the next request
 may go out at full rate. `acquire` reserves a slot with ONE atomic UPDATE (no lock held while anyone sleeps) and
@@ -48,9 +51,9 @@ _START = "greatest(clock_timestamp(), coalesce(backoff_until, clock_timestamp())
 
 _ENSURE = text(
     """
-    INSERT INTO provider_rate_limits (provider, tenant_id, rate, burst, current_rate)
-    VALUES (:provider, :tenant, :rate, :burst, :rate)
-    ON CONFLICT (provider, tenant_id) DO UPDATE
+    INSERT INTO provider_rate_limits (provider, account_id, rate, burst, current_rate)
+    VALUES (:provider, :account, :rate, :burst, :rate)
+    ON CONFLICT (provider, account_id) DO UPDATE
        SET rate = excluded.rate, burst = excluded.burst,
            current_rate = least(provider_rate_limits.current_rate, excluded.rate)
     """
@@ -66,7 +69,7 @@ _ACQUIRE = text(
     UPDATE provider_rate_limits
        SET next_slot_at = {_NEXT_SLOT},
            requests_total = requests_total + 1
-     WHERE provider = :provider AND tenant_id = :tenant
+     WHERE provider = :provider AND account_id = :account
        AND {_WAIT_FOR.format(start=_START, slot=_NEXT_SLOT, rate=_EFFECTIVE_RATE)} <= :max_wait
     RETURNING {_WAIT_FOR.format(start=_START, slot="next_slot_at", rate=_EFFECTIVE_RATE)} AS wait_s
     """
@@ -75,7 +78,7 @@ _ACQUIRE = text(
 _BACKOFF_LEFT = text(
     """
     SELECT greatest(0, extract(epoch FROM backoff_until - clock_timestamp()))
-      FROM provider_rate_limits WHERE provider = :provider AND tenant_id = :tenant
+      FROM provider_rate_limits WHERE provider = :provider AND account_id = :account
     """
 )
 
@@ -87,7 +90,7 @@ _THROTTLED = text(
            current_rate = greatest(rate * 0.1, {_EFFECTIVE_RATE} * 0.5),
            last_throttled_at = now(),
            throttled_total = throttled_total + 1
-     WHERE provider = :provider AND tenant_id = :tenant
+     WHERE provider = :provider AND account_id = :account
     """
 )
 
@@ -99,14 +102,14 @@ def effective_burst(budget: float, rate: float, burst: int) -> int:
 
 
 class PostgresRateLimiter:
-    """A `RequestGate` for one (provider, tenant): call `acquire()` before every provider API request."""
+    """A `RequestGate` for one (provider, account): call `acquire()` before every provider API request."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         *,
         provider: str,
-        tenant_id: str,
+        account_id: str,
         budget_per_second: float,
         burst: int,
         safety_margin: float,
@@ -117,7 +120,7 @@ class PostgresRateLimiter:
     ) -> None:
         self.engine = engine
         self.provider = provider
-        self.tenant_id = tenant_id
+        self.account_id = account_id
         self.rate = budget_per_second * safety_margin
         self.burst = effective_burst(budget_per_second, self.rate, burst)
         self.recovery = recovery_per_second
@@ -132,7 +135,7 @@ class PostgresRateLimiter:
 
     @property
     def _key(self) -> dict[str, object]:
-        return {"provider": self.provider, "tenant": self.tenant_id}
+        return {"provider": self.provider, "account": self.account_id}
 
     async def ensure(self) -> None:
         if self._ensured:

@@ -1,7 +1,12 @@
-"""The demo world: companies, technicians and the ServiceTitan sandbox tenants they connect to.
+"""The demo world: companies, technicians and the sandbox accounts they connect to (ServiceTitan tenants,
+Housecall Pro companies).
 
-Both the sandbox (which seeds these tenants) and `si seed demo` (which creates the matching companies and
-connections) read this module, so the two always agree.
+Both sandboxes (which seed these accounts) and `si seed demo` (which creates the matching companies and
+connections) read this module, so they always agree.
+
+ElectroFix is the Housecall Pro shop: it serves 90210 beside Sunset Plumbing and Bright Spark, so the guide's
+90210 example reaches it when the job asks for a skill only it has (`lighting`, `generator`); a job without
+skills still goes to Bright Spark Electric first (equal scores, then by name).
 """
 
 from __future__ import annotations
@@ -37,6 +42,25 @@ def _tenant(n: int) -> DemoTenant:
     )
 
 
+# -- Housecall Pro ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoHcpAccount:
+    """A Housecall Pro company the Housecall Pro sandbox seeds at start (its API key authenticates
+    `Authorization: Token <api_key>`)."""
+
+    company_id: str
+    api_key: str
+    name: str
+
+
+DEMO_HCP_ACCOUNTS: tuple[DemoHcpAccount, ...] = (
+    DemoHcpAccount(company_id="cmp_demo_electrofix", api_key="hcp-demo-electrofix-key", name="ElectroFix"),
+)
+"""The Housecall Pro sandbox seeds these accounts; `si seed demo` connects ElectroFix to the first."""
+
+
 @dataclass(frozen=True)
 class DemoCompany:
     key: str
@@ -47,6 +71,7 @@ class DemoCompany:
     skills: tuple[tuple[str, str, bool], ...]  # (skill, level, primary)
     technicians: tuple[tuple[str, str, str], ...]  # (name, phone, email)
     tenant: DemoTenant | None = None
+    hcp_account: DemoHcpAccount | None = None  # a Housecall Pro connection instead of a ServiceTitan one
     delivery_mode: str = "booking"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -135,22 +160,19 @@ DEMO_COMPANIES: tuple[DemoCompany, ...] = (
         technicians=(("Jordan Blake", "310-555-0106", "jordan@handyneighbors.example"),),
         tenant=None,  # refers work; has no field-service connection (its routings wait in no_integration)
     ),
-)
-
-
-# -- Housecall Pro ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DemoHcpAccount:
-    """A Housecall Pro company the Housecall Pro sandbox seeds at start (its API key authenticates
-    `Authorization: Token <api_key>`)."""
-
-    company_id: str
-    api_key: str
-    name: str
-
-
-DEMO_HCP_ACCOUNTS: tuple[DemoHcpAccount, ...] = (
-    DemoHcpAccount(company_id="cmp_demo_electrofix", api_key="hcp-demo-electrofix-key", name="ElectroFix"),
+    DemoCompany(
+        key="electrofix",
+        name="ElectroFix",
+        trade="electrical",
+        zip_codes=("90210", "90211", "90069"),
+        timezone="America/Los_Angeles",
+        skills=(
+            ("electrical", "intermediate", True),
+            ("lighting", "expert", False),
+            ("generator", "expert", False),
+        ),
+        technicians=(("Rosa Kim", "310-555-0107", "rosa@electrofix.example"),),
+        hcp_account=DEMO_HCP_ACCOUNTS[0],
+        delivery_mode="lead",
+    ),
 )

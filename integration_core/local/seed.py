@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from integration_core.db.models import Company, CompanySkill, ProviderConnection, Technician
+from integration_core.domain import ProviderName
 from integration_core.local.demo import DEMO_COMPANIES, DemoCompany
+from integration_core.providers import registry
 from integration_core.referrals import directory
 from integration_core.schemas import ConnectionCreate
+from integration_core.settings import Settings
 
+DEFAULT_HCP_SANDBOX_URL: str = Settings.model_fields["housecallpro_sandbox_url"].default
 DEMO_NAMESPACE = uuid.UUID("8f6c1f64-3f7e-4d1a-9a43-1b1c5d0e2a77")
 
 
@@ -53,7 +58,46 @@ def _ensure_company(session: Session, demo: DemoCompany) -> tuple[Company, bool]
     return company, True
 
 
-def seed_demo(session: Session, *, secret_key: str, sandbox_url: str) -> SeedSummary:
+def _connection_body(demo: DemoCompany, sandbox_url: str, housecallpro_sandbox_url: str) -> dict[str, Any] | None:
+    if demo.hcp_account is not None:
+        if registry.get(ProviderName.housecallpro).factory is None:
+            return None  # the Housecall Pro provider is not in this build: the company stays unconnected
+        a = demo.hcp_account
+        return {
+            "provider": ProviderName.housecallpro.value,
+            "environment": "sandbox",
+            "base_url": housecallpro_sandbox_url,
+            "company_id": a.company_id,
+            "api_key": a.api_key,
+            "delivery_mode": demo.delivery_mode,
+        }
+    if demo.tenant is None:
+        return None
+    t = demo.tenant
+    return {
+        "provider": ProviderName.servicetitan.value,
+        "environment": "sandbox",
+        "base_url": sandbox_url,
+        "tenant_id": t.tenant_id,
+        "client_id": t.client_id,
+        "client_secret": t.client_secret,
+        "app_key": t.app_key,
+        "delivery_mode": demo.delivery_mode,
+        "booking_provider_id": t.booking_provider_id,
+        "business_unit_id": t.business_unit_id,
+        "job_type_id": t.job_type_id,
+        "campaign_id": t.campaign_id,
+        "external_data_guid": t.external_data_guid,
+        "rate_limit_per_second": 60,
+        "rate_limit_burst": 10,
+    }
+
+
+def seed_demo(
+    session: Session, *, secret_key: str, sandbox_url: str, housecallpro_sandbox_url: str = DEFAULT_HCP_SANDBOX_URL
+) -> SeedSummary:
+    """`sandbox_url`: the ServiceTitan sandbox; `housecallpro_sandbox_url`: the Housecall Pro sandbox
+    (HOUSECALLPRO_SANDBOX_URL)."""
     companies = techs = conns = 0
     for demo in DEMO_COMPANIES:
         company, created = _ensure_company(session, demo)
@@ -63,35 +107,14 @@ def seed_demo(session: Session, *, secret_key: str, sandbox_url: str) -> SeedSum
             if session.get(Technician, tid) is None:
                 session.add(Technician(id=tid, company_id=company.id, name=name, phone=phone, email=email))
                 techs += 1
-        if demo.tenant is None:
+        body = _connection_body(demo, sandbox_url, housecallpro_sandbox_url)
+        if body is None:
             continue
         exists = session.scalar(select(ProviderConnection.id).where(ProviderConnection.company_id == company.id))
         if exists is not None:
             continue
-        t = demo.tenant
         directory.upsert_connection(
-            session,
-            company.id,
-            ConnectionCreate.model_validate(
-                {
-                    "environment": "sandbox",
-                    "base_url": sandbox_url,
-                    "tenant_id": t.tenant_id,
-                    "client_id": t.client_id,
-                    "client_secret": t.client_secret,
-                    "app_key": t.app_key,
-                    "delivery_mode": demo.delivery_mode,
-                    "booking_provider_id": t.booking_provider_id,
-                    "business_unit_id": t.business_unit_id,
-                    "job_type_id": t.job_type_id,
-                    "campaign_id": t.campaign_id,
-                    "external_data_guid": t.external_data_guid,
-                    "rate_limit_per_second": 60,
-                    "rate_limit_burst": 10,
-                }
-            ),
-            secret_key=secret_key,
-            actor="seed",
+            session, company.id, ConnectionCreate.model_validate(body), secret_key=secret_key, actor="seed"
         )
         conns += 1
     session.flush()

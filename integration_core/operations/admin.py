@@ -12,7 +12,7 @@ from integration_core import audit
 from integration_core.db import budget
 from integration_core.db.models import Company, ProviderConnection, Technician
 from integration_core.delivery.monitoring import oldest_due_ages
-from integration_core.domain import DUE_ROUTING_STATUSES, RoutingStatus
+from integration_core.domain import DUE_ROUTING_STATUSES, AttemptOutcome, RoutingStatus
 from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
 from integration_core.referrals.directory import connection_out
 from integration_core.schemas import (
@@ -136,21 +136,21 @@ def clear_queues(session: Session, settings: Settings, *, actor: str) -> ClearQu
 # the rate in force (delivery/ratelimit.py `_EFFECTIVE_RATE`), and the GCRA bucket's tokens available now:
 # clamp((now - (next_slot_at - burst / rate)) * rate, 0, burst); none while a Retry-After backoff runs
 _RATE_LIMITS = text(
-    """
+    f"""
     WITH rl AS (
         SELECT *, least(rate, current_rate + rate * :recovery *
                     greatest(0, extract(epoch FROM clock_timestamp()
                                         - coalesce(last_throttled_at, clock_timestamp())))) AS eff
           FROM provider_rate_limits
     ), throttled AS (
-        SELECT pc.provider, pc.tenant_id, count(*) AS n
+        SELECT pc.provider, pc.account_id, count(*) AS n
           FROM sync_attempts a
           JOIN job_routings r ON r.id = a.routing_id
           JOIN provider_connections pc ON pc.company_id = r.receiving_company_id
-         WHERE a.outcome = 'rate_limited' AND a.started_at > now() - interval '1 hour'
-         GROUP BY pc.provider, pc.tenant_id
+         WHERE a.outcome = '{AttemptOutcome.rate_limited}' AND a.started_at > now() - interval '1 hour'
+         GROUP BY pc.provider, pc.account_id
     )
-    SELECT rl.provider, rl.tenant_id, rl.rate, rl.burst, rl.eff AS current_rate, rl.next_slot_at,
+    SELECT rl.provider, rl.account_id, rl.rate, rl.burst, rl.eff AS current_rate, rl.next_slot_at,
            rl.backoff_until, rl.requests_total, rl.throttled_total, rl.last_throttled_at,
            greatest(0, extract(epoch FROM rl.backoff_until - clock_timestamp())) AS backoff_left,
            CASE WHEN rl.backoff_until > clock_timestamp() THEN 0
@@ -161,20 +161,20 @@ _RATE_LIMITS = text(
            coalesce(t.n, 0) AS throttled_hour,
            coalesce((SELECT array_agg(c.name ORDER BY c.name)
                        FROM provider_connections pc JOIN companies c ON c.id = pc.company_id
-                      WHERE pc.provider = rl.provider AND pc.tenant_id = rl.tenant_id), '{}') AS companies
-      FROM rl LEFT JOIN throttled t ON t.provider = rl.provider AND t.tenant_id = rl.tenant_id
-     ORDER BY rl.provider, rl.tenant_id
-    """
+                      WHERE pc.provider = rl.provider AND pc.account_id = rl.account_id), '{{}}') AS companies
+      FROM rl LEFT JOIN throttled t ON t.provider = rl.provider AND t.account_id = rl.account_id
+     ORDER BY rl.provider, rl.account_id
+    """  # noqa: S608 - state names from the domain enums only
 )
 
 
 def rate_limits(session: Session, settings: Settings) -> list[RateLimitOut]:
-    """Every (provider, tenant) budget the limiter keeps in PostgreSQL, as every process sees it now."""
+    """Every (provider, account) budget the limiter keeps in PostgreSQL, as every process sees it now."""
     rows = session.execute(_RATE_LIMITS, {"recovery": settings.rate_limit_recovery_per_second}).mappings()
     return [
         RateLimitOut(
             provider=r["provider"],
-            tenant_id=r["tenant_id"],
+            account_id=r["account_id"],
             companies=list(r["companies"] or []),
             rate=round(float(r["rate"]), 3),
             burst=int(r["burst"]),
@@ -207,7 +207,7 @@ def _summary(company: Company) -> ConnectionSummary:
         enabled=c.enabled,
         provider=c.provider,
         environment=c.environment,
-        tenant_id=c.tenant_id,
+        account_id=c.account_id,
         delivery_mode=c.delivery_mode,
         health=c.health,
     )

@@ -24,28 +24,33 @@ and phone-number-like digit runs, so a provider echoing a field value back canno
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+
+from integration_core.domain import DeliveryMode  # the one definition (domain.py); re-exported here
 
 __all__ = [
     "AuthFailed",
     "Capabilities",
-    "ConnectionConfig",
+    "ConnectionSettings",
     "DeliveryMode",
+    "DeliveryPlan",
     "DeliveryRequest",
     "DeliveryResult",
     "Environment",
     "ExternalStatus",
     "ExternalUpdate",
     "Permanent",
-    "Priority",
+    "PlannedRequest",
     "Provider",
     "ProviderError",
     "RateLimited",
@@ -54,13 +59,15 @@ __all__ = [
     "UnknownOutcome",
     "UpdatesBatch",
     "WorkItemKind",
+    "base_url_problem",
+    "burst_problem",
+    "rate_problem",
     "redact",
+    "secret_problem",
 ]
 
 Environment = Literal["production", "integration", "sandbox"]
-DeliveryMode = Literal["booking", "job"]
-WorkItemKind = Literal["booking", "job"]
-Priority = Literal["Low", "Normal", "High", "Urgent"]
+WorkItemKind = Literal["booking", "job", "lead"]
 ExternalStatus = Literal[
     "new",
     "accepted",
@@ -197,60 +204,170 @@ class UnknownOutcome(ProviderError):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _digits_id(value: Any) -> Any:
-    return str(value).strip() if isinstance(value, int | str) else value
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+MAX_SECRET_LENGTH = 4096
+MIN_RATE_PER_SECOND, MAX_RATE_PER_SECOND = 0.1, 100.0
+MAX_RATE_BURST = 100
 
 
-class ConnectionConfig(BaseModel):
-    """One company's connection to its field-service system (decrypted; secrets stay wrapped in SecretStr).
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    Mode-specific requirements (a booking provider for ``booking``; business unit, job type, campaign and the
-    external-data GUID for ``job``) are reported by :meth:`missing_settings` rather than raised on construction,
-    so a half-configured connection can still be loaded, shown and health-checked.
+
+def base_url_problem(url: str, environment: str | None, hosts: Mapping[str, Iterable[str]]) -> str | None:
+    """Why `url` may not be a connection's base URL (None when it may): outside the sandbox environment only the
+    provider's own `hosts` over https; in the sandbox environment only loopback (so `/connection/test` cannot
+    probe other hosts)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return "must be an http(s) URL"
+    if parts.scheme not in ("http", "https") or not host or _CONTROL.search(url) or " " in url:
+        return "must be an http(s) URL"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "must not carry credentials, a query or a fragment"
+    if environment == "sandbox":
+        return None if _is_loopback(host) else "the sandbox environment only reaches a sandbox on loopback"
+    allowed = tuple(hosts.get(environment or "", ()))
+    if parts.scheme != "https" or host.lower() not in allowed:
+        hosts_text = ", ".join(allowed) or "none"
+        return f"{environment} connections only reach the provider's own hosts over https ({hosts_text})"
+    return None
+
+
+def secret_problem(secret: str) -> str | None:
+    if not secret.strip():
+        return "must not be empty"
+    if len(secret) > MAX_SECRET_LENGTH:
+        return f"must be at most {MAX_SECRET_LENGTH} characters"
+    if _CONTROL.search(secret):
+        return "must not contain control characters"
+    return None
+
+
+def rate_problem(rate: float) -> str | None:
+    if not MIN_RATE_PER_SECOND <= rate <= MAX_RATE_PER_SECOND:
+        return f"must be between {MIN_RATE_PER_SECOND:g} and {MAX_RATE_PER_SECOND:g} requests per second"
+    return None
+
+
+def burst_problem(burst: int) -> str | None:
+    return None if 1 <= burst <= MAX_RATE_BURST else f"must be between 1 and {MAX_RATE_BURST}"
+
+
+def _stored(info: ValidationInfo) -> bool:
+    """Validating a stored connection (`connection_config(row)`), not operator input: rows written before the
+    input bounds existed must still load, so the input-only rules are skipped."""
+    return bool(info.context and info.context.get("stored"))
+
+
+class ConnectionSettings(BaseModel):
+    """One company's connection to its field-service system: the provider-neutral part a provider's connection
+    model may subclass (`providers/<name>/config.py`, registered in `providers/registry.py`).
+
+    Secrets are `SecretStr` fields: stored encrypted (one ciphertext per field), never returned. As operator
+    input (API, CLI) the model enforces what `registry.input_problems` checks for every provider: `base_url`
+    on the provider's own hosts (loopback in the sandbox environment), rates within 0.1..100 per second, bursts
+    within 1..100, secrets of at most 4096 characters without control characters; and the settings the delivery
+    mode needs (when `ENFORCE_MODE_SETTINGS`: the API's body models). Validated with ``context={"stored": True}``
+    (a stored row) only the shape is checked, so a half-configured connection can still be loaded, shown and
+    checked (:meth:`missing_settings`).
     """
 
-    model_config = ConfigDict(frozen=True, hide_input_in_errors=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True, extra="forbid", validate_default=True)
 
-    provider: Literal["servicetitan"] = "servicetitan"
+    PROVIDER_HOSTS: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """environment → the provider's own API hosts a `base_url` may name (sandbox: loopback only)."""
+    REQUIRED_BY_MODE: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """delivery_mode → the settings it needs."""
+    ENFORCE_MODE_SETTINGS: ClassVar[bool] = False
+    """Refuse a connection lacking what its delivery mode needs (operator input: the API's body models set it);
+    otherwise the lack is reported by `missing_settings` and the provider refuses to deliver."""
+
+    provider: str
     environment: Environment = "sandbox"
-    base_url: str | None = None
-    tenant_id: Annotated[str, BeforeValidator(_digits_id), Field(pattern=r"^\d{1,19}$")]
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    app_key: SecretStr
-    delivery_mode: DeliveryMode = "booking"
-    booking_provider_id: int | None = None
-    business_unit_id: int | None = None
-    job_type_id: int | None = None
-    campaign_id: int | None = None
-    priority: Priority = "Normal"
-    external_data_guid: uuid.UUID | None = None
+    base_url: str | None = Field(None, max_length=500)
+    delivery_mode: str  # a DeliveryMode value (domain.py); each provider narrows it to the modes it supports
     rate_limit_per_second: float = Field(60.0, gt=0)
     rate_limit_burst: int = Field(10, ge=1)
 
-    @model_validator(mode="after")
-    def _sandbox_needs_url(self) -> ConnectionConfig:
-        if self.environment == "sandbox" and not self.base_url:
-            raise ValueError("base_url is required for the sandbox environment")
-        return self
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _strip_url(cls, v: Any) -> Any:
+        return (v.strip() or None) if isinstance(v, str) else v
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _field_rules(cls, v: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        problem: str | None = None
+        if name == "base_url":
+            environment = info.data.get("environment")
+            if environment == "sandbox" and not v:
+                problem = "required for the sandbox environment"
+            elif v and not _stored(info):
+                problem = base_url_problem(v, environment, cls.PROVIDER_HOSTS)
+        elif _stored(info):
+            return v
+        elif name == "rate_limit_per_second":
+            problem = rate_problem(v)
+        elif name == "rate_limit_burst":
+            problem = burst_problem(v)
+        elif isinstance(v, SecretStr):
+            problem = secret_problem(v.get_secret_value())
+        elif isinstance(v, str) and _CONTROL.search(v):
+            problem = "must not contain control characters"
+        else:
+            mode = info.data.get("delivery_mode")
+            required = cls.REQUIRED_BY_MODE.get(mode, ()) if isinstance(mode, str) else ()
+            if v is None and cls.ENFORCE_MODE_SETTINGS and name in required:
+                problem = f"required for delivery_mode={mode}"
+        if problem:
+            raise ValueError(problem)
+        return v
 
     def missing_settings(self) -> dict[str, list[str]]:
         """Settings the configured delivery mode needs but lacks, as field errors (empty when complete)."""
-        required: tuple[str, ...]
-        if self.delivery_mode == "booking":
-            required = ("booking_provider_id",)
-        else:
-            required = ("business_unit_id", "job_type_id", "campaign_id", "external_data_guid")
         return {
             name: [f"required for delivery_mode={self.delivery_mode}"]
-            for name in required
+            for name in self.REQUIRED_BY_MODE.get(self.delivery_mode, ())
             if getattr(self, name) is None
         }
 
     def __repr_args__(self) -> Any:
-        # client_id identifies the tenant's app registration; keep it out of reprs alongside the secrets.
+        # client ids and account handles identify an app registration: keep them out of reprs beside the secrets
         for name, value in super().__repr_args__():
-            yield name, ("***" if name == "client_id" else value)
+            yield name, ("***" if isinstance(value, SecretStr) else value)
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One request a delivery would send, as the provider renders it for a dry run (credentials shown as
+    ``[redacted]``; ids known only at run time shown as placeholders)."""
+
+    operation: str
+    method: str
+    url: str
+    when: str
+    params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+    body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """The requests one delivery would send, in order, and what each placeholder in them stands for."""
+
+    requests: list[PlannedRequest]
+    placeholders: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -409,6 +526,11 @@ class Provider(Protocol):
 
     async def fetch_updates(self, since: datetime) -> UpdatesBatch:
         """Changes to delivered records modified at or after ``since`` (all pages), plus the next cursor."""
+        ...
+
+    def plan_delivery(self, request: DeliveryRequest, *, lookup: bool, now: datetime) -> DeliveryPlan:
+        """The requests :meth:`find_existing` (when ``lookup``) and :meth:`deliver` would send for ``request``,
+        rendered exactly as the client serialises them, for the dry run. Sends nothing; needs no credentials."""
         ...
 
     async def aclose(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
+from pydantic import ValidationError
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,9 @@ from integration_core.db.models import (
     RoutingStatus,
     Technician,
 )
+from integration_core.domain import ConnectionHealth
 from integration_core.errors import InvalidInput, NotFound
+from integration_core.providers import registry
 from integration_core.schemas import (
     CompanyCreate,
     CompanyUpdate,
@@ -75,12 +78,32 @@ def add_technician(
     return tech
 
 
+def _connection_problems(spec: registry.ProviderSpec, config: Any) -> None:
+    """The input rules every provider's connection obeys (`registry.input_problems`), as a 422 naming fields."""
+    problems = registry.input_problems(spec, config)
+    if problems:
+        raise InvalidInput([(("body", name), message) for name, message in problems.items()])
+
+
+def _store(conn: ProviderConnection, spec: registry.ProviderSpec, config: Any) -> None:
+    conn.environment = config.environment
+    conn.base_url = config.base_url
+    conn.delivery_mode = config.delivery_mode
+    conn.rate_limit_per_second = config.rate_limit_per_second
+    conn.rate_limit_burst = config.rate_limit_burst
+    conn.account_id = config.account_id
+    conn.settings = spec.settings_of(config)
+
+
 def upsert_connection(
     session: Session, company_id: uuid.UUID, data: ConnectionCreate, *, secret_key: str, actor: str = "api"
 ) -> ProviderConnection:
-    """Create or replace the company's connection to `data.provider` (credentials re-encrypted)."""
+    """Create or replace the company's connection to `data.provider` (secrets re-encrypted, each on its own)."""
     if session.get(Company, company_id) is None:
         raise NotFound("company", company_id)
+    config = data.root
+    spec = registry.get(data.provider)
+    _connection_problems(spec, config)
     conn = session.scalar(
         select(ProviderConnection).where(
             ProviderConnection.company_id == company_id, ProviderConnection.provider == data.provider
@@ -90,22 +113,10 @@ def upsert_connection(
     if conn is None:
         conn = ProviderConnection(company_id=company_id, provider=data.provider)
         session.add(conn)
-    conn.environment = data.environment
-    conn.base_url = data.base_url
-    conn.tenant_id = data.tenant_id
-    conn.client_id_encrypted = crypto.encrypt(data.client_id.get_secret_value(), secret_key)
-    conn.client_secret_encrypted = crypto.encrypt(data.client_secret.get_secret_value(), secret_key)
-    conn.app_key_encrypted = crypto.encrypt(data.app_key.get_secret_value(), secret_key)
-    conn.delivery_mode = data.delivery_mode
-    conn.booking_provider_id = data.booking_provider_id
-    conn.business_unit_id = data.business_unit_id
-    conn.job_type_id = data.job_type_id
-    conn.campaign_id = data.campaign_id
-    conn.priority = data.priority
-    conn.external_data_guid = data.external_data_guid
-    conn.rate_limit_per_second = data.rate_limit_per_second
-    conn.rate_limit_burst = data.rate_limit_burst
-    conn.health = "unknown"
+    _store(conn, spec, config)
+    secrets = spec.secrets_of(config)
+    conn.secrets_encrypted = {name: crypto.encrypt(value, secret_key) for name, value in secrets.items()}
+    conn.health = ConnectionHealth.unknown.value
     session.flush()
     audit.record(
         session,
@@ -113,7 +124,12 @@ def upsert_connection(
         action="connection.created" if created else "connection.updated",
         entity_type="provider_connection",
         entity_id=conn.id,
-        details={"company_id": str(company_id), "environment": data.environment, "mode": data.delivery_mode},
+        details={
+            "company_id": str(company_id),
+            "provider": data.provider,
+            "environment": config.environment,
+            "mode": config.delivery_mode,
+        },
     )
     set_connection_enabled(session, conn, data.enabled, actor=actor)
     return conn
@@ -153,35 +169,29 @@ def set_connection_enabled(session: Session, conn: ProviderConnection, enabled: 
     return int(moved or 0)
 
 
-def credentials(conn: ProviderConnection, secret_key: str) -> tuple[str, str, str]:
-    """(client_id, client_secret, app_key) in plaintext — for the provider client only; never log them."""
-    return (
-        crypto.decrypt(conn.client_id_encrypted, secret_key),
-        crypto.decrypt(conn.client_secret_encrypted, secret_key),
-        crypto.decrypt(conn.app_key_encrypted, secret_key),
-    )
+def credentials(conn: ProviderConnection, secret_key: str) -> dict[str, str]:
+    """The connection's secrets in plaintext by field name — for the provider only; never log them."""
+    from integration_core.delivery.connections import decrypt_secrets
+
+    return decrypt_secrets(conn, secret_key)
 
 
-def connection_out(conn: ProviderConnection, secret_key: str) -> ConnectionOut:
+def connection_out(conn: ProviderConnection, secret_key: str | None = None) -> ConnectionOut:
+    """The connection without any secret: per secret field only whether it is set."""
     try:
-        client_id: str | None = crypto.mask(crypto.decrypt(conn.client_id_encrypted, secret_key))
-    except crypto.SecretDecryptionError:
-        client_id = None
+        secret_fields = registry.get(conn.provider).secret_fields
+    except registry.UnknownProvider:
+        secret_fields = tuple(conn.secrets_encrypted)
     return ConnectionOut(
         id=conn.id,
         company_id=conn.company_id,
         provider=conn.provider,
         environment=conn.environment,
         base_url=conn.base_url,
-        tenant_id=conn.tenant_id,
-        client_id=client_id,
+        account_id=conn.account_id,
         delivery_mode=conn.delivery_mode,
-        booking_provider_id=conn.booking_provider_id,
-        business_unit_id=conn.business_unit_id,
-        job_type_id=conn.job_type_id,
-        campaign_id=conn.campaign_id,
-        priority=conn.priority,
-        external_data_guid=conn.external_data_guid,
+        settings=dict(conn.settings),
+        secrets_set={name: bool(conn.secrets_encrypted.get(name)) for name in secret_fields},
         rate_limit_per_second=conn.rate_limit_per_second,
         rate_limit_burst=conn.rate_limit_burst,
         enabled=conn.enabled,
@@ -299,47 +309,43 @@ def company_connection(session: Session, company_id: uuid.UUID) -> ProviderConne
 def update_connection(
     session: Session, company_id: uuid.UUID, data: ConnectionUpdate, *, actor: str
 ) -> ProviderConnection:
-    """Change non-secret fields of the company's connection; the result must still be a complete connection for
-    its delivery mode (field-level 422 otherwise). Health goes back to `unknown` until the next check."""
+    """Change non-secret settings of the company's connection (common or the provider's own); the result must
+    still be a complete connection for its provider and delivery mode (field-level 422 otherwise). Health goes
+    back to `unknown` until the next check."""
+    from integration_core.schemas import CONNECTION_INPUTS
+
     conn = company_connection(session, company_id)
+    spec = registry.get(conn.provider)
     changes = data.model_dump(exclude_unset=True)
-    for name in ("environment", "tenant_id", "delivery_mode", "priority", "rate_limit_per_second", "rate_limit_burst"):
-        if name in changes and changes[name] is None:
-            raise InvalidInput.field(("body", name), f"{name} cannot be null")
-    merged = {
-        name: changes.get(name, getattr(conn, name))
-        for name in (
-            "environment",
-            "base_url",
-            "delivery_mode",
-            "booking_provider_id",
-            "business_unit_id",
-            "job_type_id",
-            "campaign_id",
-            "external_data_guid",
-        )
-    }
     errors: list[tuple[tuple[str | int, ...], str]] = []
-    if merged["delivery_mode"] == "booking" and merged["booking_provider_id"] is None:
-        errors.append((("body", "booking_provider_id"), "required for delivery_mode 'booking'"))
-    if merged["delivery_mode"] == "job":
-        for name in ("business_unit_id", "job_type_id", "campaign_id", "external_data_guid"):
-            if not merged[name]:
-                errors.append((("body", name), "required for delivery_mode 'job'"))
-    if merged["environment"] == "sandbox" and not merged["base_url"]:
-        errors.append((("body", "base_url"), "required for environment 'sandbox'"))
-    guid = merged["external_data_guid"]
-    if guid:
-        try:
-            uuid.UUID(str(guid))
-        except ValueError:
-            errors.append((("body", "external_data_guid"), "must be a GUID (the app's externalData GUID)"))
+    for name in changes:
+        if name in spec.secret_fields:
+            errors.append((("body", name), "secrets are replaced only through PUT (the whole connection)"))
+        elif name == "provider" and changes[name] != conn.provider:
+            errors.append((("body", name), "a connection's provider cannot change; PUT a connection for the other"))
     if errors:
         raise InvalidInput(errors)
-    for name, value in changes.items():
-        setattr(conn, name, value)
+    current = {
+        "provider": conn.provider,
+        "environment": conn.environment,
+        "base_url": conn.base_url,
+        "delivery_mode": conn.delivery_mode,
+        "rate_limit_per_second": conn.rate_limit_per_second,
+        "rate_limit_burst": conn.rate_limit_burst,
+        **conn.settings,
+    }
+    # the secrets are not needed to check the settings: stand-ins take their place and are never stored
+    stand_ins = {name: "unchanged-secret" for name in spec.secret_fields}
+    try:
+        config = CONNECTION_INPUTS[conn.provider].model_validate({**current, **changes, **stand_ins})
+    except ValidationError as exc:
+        raise InvalidInput(
+            [(("body", *(str(p) for p in e["loc"])), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        ) from None
+    _connection_problems(spec, config)
+    _store(conn, spec, config)
     if changes:
-        conn.health = "unknown"
+        conn.health = ConnectionHealth.unknown.value
     session.flush()
     audit.record(
         session,

@@ -120,9 +120,8 @@ def test_sequence_is_monotonic(demo, db: Engine) -> None:
             "uq_provider_connections_company_id_provider",
             lambda c: c.execute(
                 text(
-                    "INSERT INTO provider_connections (company_id, tenant_id, client_id_encrypted, "
-                    "client_secret_encrypted, app_key_encrypted, booking_provider_id) "
-                    "VALUES (:c, '1', 'a', 'b', 'c', 1)"
+                    "INSERT INTO provider_connections (company_id, account_id, settings) "
+                    "VALUES (:c, '1', '{\"booking_provider_id\": 1}')"
                 ),
                 {"c": demo_company_id("cool-breeze")},
             ),
@@ -130,10 +129,7 @@ def test_sequence_is_monotonic(demo, db: Engine) -> None:
         (
             "ck_provider_connections_booking_needs_provider",
             lambda c: c.execute(
-                text(
-                    "INSERT INTO provider_connections (company_id, tenant_id, client_id_encrypted, "
-                    "client_secret_encrypted, app_key_encrypted) VALUES (:c, '1', 'a', 'b', 'c')"
-                ),
+                text("INSERT INTO provider_connections (company_id, account_id) VALUES (:c, '1')"),
                 {"c": demo_company_id("handy-neighbors")},
             ),
         ),
@@ -141,8 +137,8 @@ def test_sequence_is_monotonic(demo, db: Engine) -> None:
             "ck_provider_connections_job_needs_ids",
             lambda c: c.execute(
                 text(
-                    "INSERT INTO provider_connections (company_id, tenant_id, client_id_encrypted, "
-                    "client_secret_encrypted, app_key_encrypted, delivery_mode) VALUES (:c, '1', 'a', 'b', 'c', 'job')"
+                    "INSERT INTO provider_connections (company_id, account_id, delivery_mode, settings) "
+                    "VALUES (:c, '1', 'job', '{\"business_unit_id\": 1, \"job_type_id\": 2}')"
                 ),
                 {"c": demo_company_id("handy-neighbors")},
             ),

@@ -109,7 +109,7 @@ def test_fencing_a_run_that_lost_its_lease_changes_nothing(db, database_url, eng
 def test_permanent_error_fails_with_the_providers_message(db, database_url, engine_settings, sandbox, world) -> None:
     company, _ = add_receiver(db, sandbox)
     with db.begin() as conn:  # a booking provider the tenant does not have: ServiceTitan answers 404
-        conn.execute(text("UPDATE provider_connections SET booking_provider_id = 999999"))
+        conn.execute(text("UPDATE provider_connections SET settings = settings || '{\"booking_provider_id\": 999999}'"))
     [rid] = add_routings(db, world, company, 1)
 
     summary = run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run"))
@@ -199,7 +199,7 @@ def test_429_returns_routings_to_pending_after_retry_after_without_burning_attem
             text("SELECT status, attempts, extract(epoch FROM next_attempt_at - now()) AS wait FROM job_routings")
         ).all()
         backoff = conn.execute(
-            text("SELECT extract(epoch FROM backoff_until - now()) FROM provider_rate_limits WHERE tenant_id = :t"),
+            text("SELECT extract(epoch FROM backoff_until - now()) FROM provider_rate_limits WHERE account_id = :t"),
             {"t": tenant},
         ).scalar()
     assert all(r.status == "pending" and r.attempts == 0 for r in rows)

@@ -31,9 +31,8 @@ def add_company(db: Engine, name: str, *, connection: str | None = "enabled") ->
         if connection is not None:
             conn.execute(
                 text(
-                    "INSERT INTO provider_connections (company_id, tenant_id, client_id_encrypted, "
-                    "client_secret_encrypted, app_key_encrypted, booking_provider_id, enabled) "
-                    "VALUES (:c, :t, 'x', 'x', 'x', 1, :e)"
+                    "INSERT INTO provider_connections (company_id, account_id, settings, enabled) "
+                    "VALUES (:c, :t, '{\"booking_provider_id\": 1}', :e)"
                 ),
                 {"c": company, "t": f"T-{name}", "e": connection == "enabled"},
             )

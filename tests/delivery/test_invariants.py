@@ -92,7 +92,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         rows = (
             conn.execute(
                 text(
-                    "SELECT r.id, r.status, r.external_id, r.last_error_message, c.tenant_id FROM job_routings r "
+                    "SELECT r.id, r.status, r.external_id, r.last_error_message, c.account_id AS tenant_id FROM job_routings r "
                     "JOIN provider_connections c ON c.company_id = r.receiving_company_id"
                 )
             )

@@ -86,7 +86,7 @@ def test_job_mode_completion_is_pulled(db, database_url, engine_settings, sandbo
 def test_retry_returns_failed_routings_to_pending_and_audits(db, database_url, engine_settings, sandbox, world) -> None:
     company, _ = add_receiver(db, sandbox)
     with db.begin() as conn:
-        conn.execute(text("UPDATE provider_connections SET booking_provider_id = 999999"))
+        conn.execute(text("UPDATE provider_connections SET settings = settings || '{\"booking_provider_id\": 999999}'"))
     ids = add_routings(db, world, company, 2)
     run(database_url, lambda e: deliver_batch(e, engine_settings, company, "run"))
     assert statuses(db) == {"failed": 2}

@@ -164,8 +164,10 @@ def test_providers_lists_connections_with_health_and_no_secret(db: Engine, ops: 
     alpha, beta = rows["Alpha Plumbing"], rows["Beta Electric"]
     assert alpha["health"] == "healthy" and alpha["enabled"] is True and alpha["delivery_mode"] == "booking"
     assert alpha["last_success_at"] and alpha["last_failure_at"] and alpha["last_error"]
-    assert beta["enabled"] is False and beta["delivery_mode"] == "job" and beta["tenant_id"] == "502"
-    assert alpha["client_id"].startswith("cid.…") and "client_secret" not in alpha and "app_key" not in alpha
+    assert beta["enabled"] is False and beta["delivery_mode"] == "job" and beta["account_id"] == "502"
+    assert alpha["secrets_set"] == {"client_id": True, "client_secret": True, "app_key": True}
+    assert alpha["provider"] == "servicetitan" and alpha["settings"]["tenant_id"] == "501"
+    assert not {"client_id", "client_secret", "app_key"} & (set(alpha) | set(alpha["settings"]))
     assert not any(s in r.text for s in SECRETS)
 
 
@@ -180,7 +182,7 @@ def test_rate_limits_show_the_limiters_state(db: Engine, world: World, ops: http
         a = PostgresRateLimiter(
             engine,
             provider="servicetitan",
-            tenant_id="501",
+            account_id="501",
             budget_per_second=10,
             burst=5,
             safety_margin=0.5,  # rate 5/s; the effective burst stays 5 (budget 10 - rate 5)
@@ -191,7 +193,7 @@ def test_rate_limits_show_the_limiters_state(db: Engine, world: World, ops: http
         b = PostgresRateLimiter(
             engine,
             provider="servicetitan",
-            tenant_id="502",
+            account_id="502",
             budget_per_second=60,
             burst=10,
             safety_margin=0.92,
@@ -215,7 +217,7 @@ def test_rate_limits_show_the_limiters_state(db: Engine, world: World, ops: http
 
     r = ops.get("/api/admin/rate-limits")
     assert r.status_code == 200, r.text
-    limits = {x["tenant_id"]: x for x in r.json()}
+    limits = {x["account_id"]: x for x in r.json()}
     a, b = limits["501"], limits["502"]
     assert a["companies"] == ["Alpha Plumbing"] and a["rate"] == 5 and a["burst"] == 5
     assert 0 <= a["tokens_available"] < 5  # three requests just took tokens out of the bucket
@@ -243,7 +245,7 @@ def test_companies_show_skills_area_and_provider(demo, ops: httpx.Client) -> Non
     connected = [c for c in page["items"] if c["provider"]["configured"]]
     unconnected = [c for c in page["items"] if not c["provider"]["configured"]]
     assert connected and unconnected
-    assert all(c["provider"]["enabled"] and c["provider"]["tenant_id"] for c in connected)
+    assert all(c["provider"]["enabled"] and c["provider"]["account_id"] for c in connected)
     assert all(c["provider"] == {**c["provider"], "configured": False, "enabled": False} for c in unconnected)
     some = connected[0]
     assert some["skills"] and some["service_zip_codes"] and some["technicians"] >= 1

@@ -240,7 +240,7 @@ def test_connections_add_from_environment_test_disable_enable(
         "--booking-provider-id", str(t.booking_provider_id),
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert f"tenant {t.tenant_id}" in r.output and "enabled" in r.output
+    assert f"servicetitan {t.tenant_id}" in r.output and "enabled" in r.output
     assert t.client_secret not in r.output and t.app_key not in r.output and t.client_id not in r.output
     assert routing_status(db, waiting[0]) == "pending"  # enabling released the waiting routings
 
@@ -269,7 +269,7 @@ def test_connections_add_prompts_for_secrets_with_hidden_input(db: Engine, si: S
     for value in ("prompted-secret-2", "prompted-key-3", "cid.prompted-id-1"):
         assert value not in r.output  # hidden input is not echoed, and nothing prints it back
     with db.connect() as conn:
-        assert conn.execute(text("SELECT tenant_id FROM provider_connections")).scalar() == "777"
+        assert conn.execute(text("SELECT account_id FROM provider_connections")).scalar() == "777"
 
 
 def test_connections_add_usage_errors(db: Engine, si: Si) -> None:
@@ -297,7 +297,7 @@ def test_connections_test_failure_exit_codes(db: Engine, si: Si, sandbox: Sandbo
 def test_companies_list(demo, si: Si) -> None:
     r = si("companies", "list")
     assert r.exit_code == 0, r.output
-    assert "Sunset Plumbing" in r.output and "tenant 1001" in r.output and "none" in r.output
+    assert "Sunset Plumbing" in r.output and "servicetitan 1001" in r.output and "none" in r.output
     data = json.loads(si("companies", "list", "--json").stdout)
     assert any(c["provider"]["configured"] for c in data) and all("skills" in c for c in data)
     assert si("companies", "list", "--active", "bogus").exit_code == 2
@@ -310,7 +310,7 @@ def test_rate_limits(db: Engine, si: Si) -> None:
     with db.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO provider_rate_limits (provider, tenant_id, rate, burst, current_rate, backoff_until) "
+                "INSERT INTO provider_rate_limits (provider, account_id, rate, burst, current_rate, backoff_until) "
                 "VALUES ('servicetitan', '1001', 55.2, 4, 55.2, now() + interval '20 seconds')"
             )
         )

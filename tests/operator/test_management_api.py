@@ -43,7 +43,7 @@ def test_company_lifecycle(ops: httpx.Client, db: Engine) -> None:
     assert company["provider"] == {
         "configured": False,
         "enabled": False,
-        **dict.fromkeys(["provider", "environment", "tenant_id", "delivery_mode", "health"]),
+        **dict.fromkeys(["provider", "environment", "account_id", "delivery_mode", "health"]),
     }
     assert ops.get(f"/api/admin/companies/{cid}").json()["name"] == "Gamma Roofing"
 
@@ -188,22 +188,24 @@ def test_connection_create_replace_patch_toggle_with_write_only_secrets(
     created = ops.put(f"/api/admin/companies/{cid}/connection", json=connection_json("501"))
     assert created.status_code == 201, created.text
     body = created.json()
-    assert body["tenant_id"] == "501" and body["enabled"] is True and body["health"] == "unknown"
-    assert body["client_id"].startswith("cid.…") and "client_secret" not in body and "app_key" not in body
+    assert body["account_id"] == "501" and body["enabled"] is True and body["health"] == "unknown"
+    assert body["provider"] == "servicetitan" and body["settings"]["tenant_id"] == "501"
+    assert body["secrets_set"] == {"client_id": True, "client_secret": True, "app_key": True}
+    assert not {"client_id", "client_secret", "app_key"} & (set(body) | set(body["settings"]))
     with db.connect() as conn:  # enabling released the waiting routings
         assert conn.execute(text("SELECT array_agg(DISTINCT status) FROM job_routings")).scalar() == ["pending"]
 
     replaced = ops.put(
         f"/api/admin/companies/{cid}/connection", json={**connection_json("502"), "client_secret": "cs1.rotated-0001"}
     )
-    assert replaced.status_code == 200 and replaced.json()["tenant_id"] == "502"
+    assert replaced.status_code == 200 and replaced.json()["account_id"] == "502"
     assert replaced.json()["id"] == body["id"]
 
     patched = ops.patch(
         f"/api/admin/companies/{cid}/connection", json={"priority": "High", "rate_limit_per_second": 30}
     )
     assert patched.status_code == 200, patched.text
-    assert patched.json()["priority"] == "High" and patched.json()["rate_limit_per_second"] == 30
+    assert patched.json()["settings"]["priority"] == "High" and patched.json()["rate_limit_per_second"] == 30
 
     off = ops.post(f"/api/admin/companies/{cid}/connection/disable")
     assert off.status_code == 200 and off.json()["connection"]["enabled"] is False
@@ -212,7 +214,7 @@ def test_connection_create_replace_patch_toggle_with_write_only_secrets(
     assert on.json()["connection"]["enabled"] is True and on.json()["routings_moved"] == len(routings)
 
     summary = ops.get(f"/api/admin/companies/{cid}").json()["provider"]
-    assert summary["configured"] and summary["enabled"] and summary["tenant_id"] == "502"
+    assert summary["configured"] and summary["enabled"] and summary["account_id"] == "502"
 
     everything = [created.text, replaced.text, patched.text, off.text, on.text]
     everything += [ops.get("/api/admin/providers").text, ops.get(f"/api/admin/companies/{cid}/connection").text]
@@ -223,7 +225,11 @@ def test_connection_create_replace_patch_toggle_with_write_only_secrets(
         a["action"] for a in audit
     }
     with db.connect() as conn:  # stored encrypted
-        stored = conn.execute(text("SELECT client_secret_encrypted, app_key_encrypted FROM provider_connections")).one()
+        stored: tuple[str, str] = conn.execute(
+            text(
+                "SELECT secrets_encrypted->>'client_secret', secrets_encrypted->>'app_key' FROM provider_connections"
+            )
+        ).tuples().one()
     assert all(v.startswith("v1:") for v in stored) and not any(s in "".join(stored) for s in SECRETS)
 
 

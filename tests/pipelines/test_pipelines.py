@@ -129,8 +129,8 @@ def test_terminal_failure_fails_the_partition_and_re_execution_delivers(
 ) -> None:
     company, tenant = add_receiver(db, sandbox)
     with db.begin() as conn:
-        good = conn.execute(text("SELECT booking_provider_id FROM provider_connections")).scalar()
-        conn.execute(text("UPDATE provider_connections SET booking_provider_id = 999999"))
+        good = conn.execute(text("SELECT settings->>'booking_provider_id' FROM provider_connections")).scalar()
+        conn.execute(text("UPDATE provider_connections SET settings = settings || '{\"booking_provider_id\": 999999}'"))
     [rid] = add_routings(db, world, company, 1)
     instance.add_dynamic_partitions(PARTITIONS, [pkey(db, company)])
 
@@ -148,7 +148,12 @@ def test_terminal_failure_fails_the_partition_and_re_execution_delivers(
     assert statuses(db) == {"failed": 1}
 
     with db.begin() as conn:  # the operator fixes the connection, then re-executes the partition
-        conn.execute(text("UPDATE provider_connections SET booking_provider_id = :g"), {"g": good})
+        conn.execute(
+            text(
+                "UPDATE provider_connections SET settings = settings || jsonb_build_object('booking_provider_id', CAST(:g AS bigint))"
+            ),
+            {"g": good},
+        )
     again = dg.materialize(
         [referral_deliveries],
         partition_key=pkey(db, company),

@@ -189,7 +189,8 @@ class ConnectionToggleOut(BaseModel):
 class ConnectionCheckOut(BaseModel):
     connection_id: uuid.UUID
     company_id: uuid.UUID
-    tenant_id: str
+    provider: str
+    account_id: str
     health: str
     checked_at: str | None
     error_code: str | None
@@ -204,7 +205,8 @@ def _conn_out(session: SessionDep, settings: SettingsDep, company_id: uuid.UUID)
 
 @router.get("/companies/{company_id}/connection", response_model=ConnectionOut, responses=_404)
 def get_connection(company_id: uuid.UUID, session: SessionDep, settings: SettingsDep) -> ConnectionOut:
-    """The company's provider connection (secrets never returned; `client_id` masked)."""
+    """The company's provider connection: its provider's settings and, per secret, whether it is set (secrets are
+    never returned, not even masked)."""
     return _conn_out(session, settings, company_id)
 
 
@@ -216,8 +218,10 @@ def get_connection(company_id: uuid.UUID, session: SessionDep, settings: Setting
 def put_connection(
     company_id: uuid.UUID, body: ConnectionCreate, session: SessionDep, settings: SettingsDep, response: Response
 ) -> ConnectionOut:
-    """Create or replace the company's connection, credentials included (write-only: stored encrypted with
-    SECRET_KEY, never returned). Enabling moves the company's `no_integration` routings to `pending`."""
+    """Create or replace the company's connection to `provider` (`servicetitan`, the default, or
+    `housecallpro`), credentials included (write-only: stored encrypted with SECRET_KEY, never returned). Outside
+    the sandbox environment `base_url` must be one of the provider's own hosts; in it, loopback. Enabling moves the
+    company's `no_integration` routings to `pending`."""
     existed = True
     try:
         directory.company_connection(session, company_id)
@@ -235,7 +239,8 @@ def put_connection(
 def patch_connection(
     company_id: uuid.UUID, body: ConnectionUpdate, session: SessionDep, settings: SettingsDep
 ) -> ConnectionOut:
-    """Change non-secret fields (mode, ids, priority, rate). Credentials are replaced only with PUT."""
+    """Change non-secret settings (mode, the provider's ids, rate...). Credentials are replaced only with PUT; the
+    provider cannot change."""
     directory.update_connection(session, company_id, body, actor=ACTOR)
     return _conn_out(session, settings, company_id)
 
@@ -268,7 +273,8 @@ def test_connection(
     return ConnectionCheckOut(
         connection_id=result.connection_id,
         company_id=result.company_id,
-        tenant_id=result.tenant_id,
+        provider=result.provider,
+        account_id=result.account_id,
         health=result.health,
         checked_at=result.checked_at.isoformat() if result.checked_at else None,
         error_code=result.error_code,

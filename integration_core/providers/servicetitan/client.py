@@ -22,7 +22,6 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from integration_core.providers.base import (
-    ConnectionConfig,
     Permanent,
     ProviderError,
     RequestGate,
@@ -37,6 +36,7 @@ from integration_core.providers.servicetitan.auth import (
     TokenCache,
     token_url_for,
 )
+from integration_core.providers.servicetitan.config import ConnectionConfig
 from integration_core.providers.servicetitan.errors import classify_response, classify_transport_error
 from integration_core.providers.servicetitan.models import (
     BookingResponse,
@@ -155,7 +155,7 @@ class ServiceTitanClient:
         )
         self._auth = ServiceTitanAuth(
             token_url=self.token_url,
-            client_id=config.client_id,
+            client_id=config.client_id.get_secret_value(),
             client_secret=config.client_secret,
             app_key=config.app_key,
             http=self._http,

@@ -25,7 +25,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from integration_core.providers.base import ConnectionConfig, DeliveryRequest, ExternalStatus
+from integration_core.providers.base import DeliveryRequest, ExternalStatus
+from integration_core.providers.servicetitan.config import ConnectionConfig
 from integration_core.providers.servicetitan.models import (
     Address,
     Appointment,

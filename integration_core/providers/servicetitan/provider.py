@@ -34,24 +34,27 @@ import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from integration_core.providers.base import (
+    REDACTED,
     Capabilities,
-    ConnectionConfig,
+    DeliveryPlan,
     DeliveryRequest,
     DeliveryResult,
     ExternalStatus,
     ExternalUpdate,
     Permanent,
+    PlannedRequest,
     RequestGate,
     UpdatesBatch,
 )
 from integration_core.providers.servicetitan import mapping
 from integration_core.providers.servicetitan.auth import DEFAULT_REFRESH_MARGIN, Clock, TokenCache
 from integration_core.providers.servicetitan.client import DEFAULT_PAGE_SIZE, DEFAULT_TIMEOUT, ServiceTitanClient
+from integration_core.providers.servicetitan.config import ConnectionConfig
 from integration_core.providers.servicetitan.models import BookingResponse, CustomerResponse, JobResponse
 
 __all__ = ["DEFAULT_UPDATES_LOOKBACK", "ServiceTitanProvider"]
@@ -138,6 +141,10 @@ class ServiceTitanProvider:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def plan_delivery(self, request: DeliveryRequest, *, lookup: bool, now: datetime) -> DeliveryPlan:
+        """The requests `find_existing` (when `lookup`) and `deliver` would send, for the dry run."""
+        return plan_delivery(self.config, request, lookup=lookup, now=now)
 
     async def __aenter__(self) -> ServiceTitanProvider:
         return self
@@ -531,3 +538,123 @@ class ServiceTitanProvider:
             "job_number": job.job_number,
         }
         return DeliveryResult(external_id=str(job.id), kind="job", refs=refs, adopted=adopted)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dry run: the requests a delivery would send, rendered by the same mapping functions the client serialises
+# --------------------------------------------------------------------------------------------------------------
+
+CUSTOMER_ID_PLACEHOLDER = "{customerId}"
+LOCATION_ID_PLACEHOLDER = "{locationId}"
+_HEADERS = {"Authorization": f"Bearer {REDACTED}", "ST-App-Key": REDACTED, "Content-Type": "application/json"}
+_GET_HEADERS = {k: v for k, v in _HEADERS.items() if k != "Content-Type"}
+
+
+def _body(model: Any) -> dict[str, Any]:
+    # exactly as ServiceTitanClient.request serialises bodies
+    body: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return body
+
+
+def plan_delivery(config: ConnectionConfig, request: DeliveryRequest, *, lookup: bool, now: datetime) -> DeliveryPlan:
+    """What `ServiceTitanProvider.find_existing`/`deliver` would send for `request` (no credentials needed)."""
+    from integration_core.providers.servicetitan.client import api_base_for
+
+    base = api_base_for(config)
+
+    def path(module: str, resource: str) -> str:
+        return f"{base}/{module}/v2/tenant/{config.tenant_id}/{resource}"
+
+    planned: list[PlannedRequest] = []
+    if config.delivery_mode == "booking":
+        url = path("crm", f"booking-provider/{config.booking_provider_id}/bookings")
+        if lookup:
+            planned.append(
+                PlannedRequest(
+                    "find_existing",
+                    "GET",
+                    url,
+                    "first: an earlier attempt's outcome is unknown, so the booking is looked up by its marker",
+                    params={"externalId": request.marker, "page": "1", "pageSize": "50"},
+                    headers=dict(_GET_HEADERS),
+                )
+            )
+        planned.append(
+            PlannedRequest(
+                "create_booking",
+                "POST",
+                url,
+                "only if the lookup found nothing" if lookup else "always",
+                headers=dict(_HEADERS),
+                body=_body(mapping.booking_body(request, config)),
+            )
+        )
+        return DeliveryPlan(planned)
+
+    if lookup:
+        planned.append(
+            PlannedRequest(
+                "find_existing",
+                "GET",
+                path("jpm", "jobs"),
+                "first: an earlier attempt's outcome is unknown, so the job is looked up by its externalData marker",
+                params={
+                    "externalDataApplicationGuid": str(config.external_data_guid),
+                    "externalDataKey": mapping.MARKER_KEY,
+                    "externalDataValues": request.marker,
+                },
+                headers=dict(_GET_HEADERS),
+            )
+        )
+    then = "if the lookup found nothing: " if lookup else ""
+    planned.append(
+        PlannedRequest(
+            "find_customer",
+            "GET",
+            path("crm", "customers"),
+            f"{then}look for the homeowner among existing customers (by phone, then by name and address or e-mail)",
+            headers=dict(_GET_HEADERS),
+        )
+    )
+    planned.append(
+        PlannedRequest(
+            "create_customer",
+            "POST",
+            path("crm", "customers"),
+            f"{then}only if no existing customer matches (the service address becomes its location)",
+            headers=dict(_HEADERS),
+            body=_body(mapping.customer_body(request)),
+        )
+    )
+    location = _body(mapping.location_body(request, 0))
+    location["customerId"] = CUSTOMER_ID_PLACEHOLDER
+    planned.append(
+        PlannedRequest(
+            "create_location",
+            "POST",
+            path("crm", "locations"),
+            f"{then}only if the matched customer has no active location at the service address",
+            headers=dict(_HEADERS),
+            body=location,
+        )
+    )
+    job = _body(mapping.job_body(request, config, customer_id=0, location_id=0, now=now))
+    job["customerId"] = CUSTOMER_ID_PLACEHOLDER
+    job["locationId"] = LOCATION_ID_PLACEHOLDER
+    planned.append(
+        PlannedRequest(
+            "create_job",
+            "POST",
+            path("jpm", "jobs"),
+            "only if the lookup found nothing" if lookup else "always",
+            headers=dict(_HEADERS),
+            body=job,
+        )
+    )
+    return DeliveryPlan(
+        planned,
+        {
+            CUSTOMER_ID_PLACEHOLDER: "id of the matched or created customer",
+            LOCATION_ID_PLACEHOLDER: "id of the matched or created location",
+        },
+    )

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from integration_core.providers.base import ConnectionConfig, DeliveryRequest, Permanent
+from integration_core.providers.base import DeliveryRequest, Permanent
+from integration_core.providers.servicetitan.config import ConnectionConfig
 from tests.support.sandbox import TenantCreds
 
 HOMEOWNER_NAME = "Jane Quinlan Homeowner"

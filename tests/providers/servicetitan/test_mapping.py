@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from integration_core.providers.base import ConnectionConfig, DeliveryRequest
+from integration_core.providers.base import DeliveryRequest
 from integration_core.providers.servicetitan import mapping
+from integration_core.providers.servicetitan.config import ConnectionConfig
 from integration_core.providers.servicetitan.models import InvoiceResponse
 from sandboxes.servicetitan.spec import get_definitions
 
