@@ -193,6 +193,9 @@ class Api:
         decision = account.faults.decide(endpoint.method, route)
         if decision.latency_s > 0:
             await asyncio.sleep(decision.latency_s)
+        if account.faults.drops(endpoint.method, route, decision):  # cut before handling: nothing committed
+            self._record(account, route, "dropped_before_commit")
+            return DroppedResponse()
         if decision.kind == "error":
             assert decision.status is not None
             self._record(account, route, decision.status)

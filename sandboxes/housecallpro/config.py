@@ -6,7 +6,7 @@ Fault injection reuses the ServiceTitan sandbox's `FaultConfig` (same payload, s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from sandboxes.servicetitan.config import ConfigError, FaultConfig, LatencyConfig, parse_faults
@@ -18,12 +18,40 @@ __all__ = [
     "ConfigError",
     "FaultConfig",
     "HcpConfig",
+    "HcpFaultConfig",
     "LatencyConfig",
     "OfficeConfig",
     "RetryAfterMode",
     "parse_faults",
+    "parse_hcp_faults",
     "parse_office",
 ]
+
+
+@dataclass
+class HcpFaultConfig(FaultConfig):
+    """The ServiceTitan sandbox's `FaultConfig` plus `drop_rate`: the connection is cut before the request is
+    handled (nothing committed; the client sees a truncated answer, as with commit-then-fail `drop`)."""
+
+    drop_rate: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return super().active or self.drop_rate > 0
+
+
+def parse_hcp_faults(payload: object) -> HcpFaultConfig:
+    if not isinstance(payload, dict):
+        raise ConfigError("$", "must be a JSON object")
+    rest = dict(payload)
+    drop = rest.pop("drop_rate", 0.0)
+    if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0.0 <= float(drop) <= 1.0:
+        raise ConfigError("drop_rate", "must be a number in [0.0, 1.0]")
+    base = parse_faults(rest)
+    cfg = HcpFaultConfig(**{f.name: getattr(base, f.name) for f in fields(FaultConfig)}, drop_rate=float(drop))
+    if cfg.error_rate + cfg.timeout_rate + cfg.commit_then_fail_rate + cfg.drop_rate > 1.0 + 1e-9:
+        raise ConfigError("drop_rate", "error_rate + timeout_rate + commit_then_fail_rate + drop_rate must be <= 1")
+    return cfg
 
 
 @dataclass

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from sandboxes.servicetitan.config import AppliesTo
 
-from .config import RETRY_AFTER_MODES, ConfigError, RetryAfterMode, parse_faults, parse_office
+from .config import RETRY_AFTER_MODES, ConfigError, RetryAfterMode, parse_hcp_faults, parse_office
 from .errors import json_response
 from .office import Office
 from .spec import Definitions
@@ -205,7 +205,7 @@ class Control:
     async def put_faults(self, request: Request) -> Response:
         account = self._account(request)
         try:
-            config = parse_faults(await _json(request))
+            config = parse_hcp_faults(await _json(request))
         except ConfigError as exc:
             raise ControlError(422, exc.message, exc.field) from None
         account.faults.configure(config)

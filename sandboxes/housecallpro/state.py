@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from integration_core.local.demo import DEMO_HCP_ACCOUNTS, DemoHcpAccount
-from sandboxes.servicetitan.faults import TenantFaults
+from sandboxes.servicetitan.faults import FAULT_LOG_LIMIT, FaultDecision, TenantFaults, applies
 from sandboxes.servicetitan.ratelimit import TokenBucket
 
-from .config import HcpConfig, OfficeConfig, RetryAfterMode
+from .config import HcpConfig, HcpFaultConfig, OfficeConfig, RetryAfterMode
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,26 @@ class Ids:
 
     def new(self, prefix: str) -> str:
         return f"{prefix}_{self._rng.getrandbits(128):032x}"
+
+
+class HcpFaults(TenantFaults):
+    """The ServiceTitan sandbox's seeded per-account faults, plus drops before commit (`HcpFaultConfig.drop_rate`)."""
+
+    def drops(self, method: str, route: str, decision: FaultDecision) -> bool:
+        """Whether to cut this request's connection before handling it. Drawn from the same seeded RNG only for
+        requests the other faults left alone, with the odds that make `drop_rate` the overall share."""
+        cfg = self.config
+        if decision.kind != "none" or not isinstance(cfg, HcpFaultConfig) or cfg.drop_rate <= 0:
+            return False
+        if not applies(cfg.applies_to, method):
+            return False
+        others = cfg.error_rate + cfg.timeout_rate + cfg.commit_then_fail_rate
+        if others >= 1.0 or self.rng.random() * (1.0 - others) >= cfg.drop_rate:
+            return False
+        self.counts["drop"] += 1
+        if len(self.log) < FAULT_LOG_LIMIT:
+            self.log.append({"seq": self.seq, "route": route, "fault": "drop"})
+        return True
 
 
 # -- records -------------------------------------------------------------------------------------
@@ -480,7 +500,7 @@ class Account:
     estimates: dict[str, str] = field(default_factory=dict)  # estimate id -> lead id
     webhook_subscribed: bool = False
     bucket: TokenBucket | None = None
-    faults: TenantFaults = field(default_factory=TenantFaults)
+    faults: HcpFaults = field(default_factory=HcpFaults)
     storm_header: bool = True
     throttle_rng: random.Random = field(default_factory=lambda: random.Random(0))
     stats: AccountStats = field(default_factory=AccountStats)

@@ -163,3 +163,42 @@ def test_fault_payload_errors_are_422(hcp: HcpSandbox, hcp_account: Callable[...
     assert bad.status_code == 422 and bad.json()["field"] == "error_rate"
     bad = hcp.control.post(f"/_sandbox/accounts/{company}/storm", json={"seconds": 0})
     assert bad.status_code == 422 and bad.json()["field"] == "seconds"
+
+
+def test_drop_before_commit_writes_nothing(hcp: HcpSandbox, hcp_account: Callable[..., HcpClient]) -> None:
+    client = hcp_account()
+    company = client.account.company_id
+    hcp.put_faults(company, drop_rate=1.0)
+    m = str(uuid.uuid4())
+    raw = httpx.Client(base_url=hcp.url, headers={"Authorization": f"Token {client.account.api_key}"}, timeout=10)
+    with raw, pytest.raises(httpx.TransportError):  # the same truncated answer as commit-then-fail `drop`
+        raw.post("/leads", json=lead_payload(m))
+    assert client.get("/leads").status_code == 200  # writes only, by default
+    report = hcp.inspect(company)
+    assert report["requests"]["POST /leads"] == {"dropped_before_commit": 1}
+    assert report["records"]["leads"] == 0 and report["faults"]["counts"] == {"drop": 1}
+    assert report["faults"]["log"][0]["fault"] == "drop"
+    assert hcp.call("GET", f"/accounts/{company}/faults")["faults"]["drop_rate"] == 1.0
+
+
+def test_drop_rate_is_the_overall_share_and_seeded(hcp: HcpSandbox, hcp_account: Callable[..., HcpClient]) -> None:
+    client = hcp_account(rate=1000, burst=1000)
+    company = client.account.company_id
+
+    def run() -> list[str]:
+        hcp.put_faults(company, seed=3, applies_to="all", error_rate=0.25, error_statuses=[500], drop_rate=0.25)
+        raw = httpx.Client(base_url=hcp.url, headers={"Authorization": f"Token {client.account.api_key}"}, timeout=10)
+        outcomes = []
+        with raw:
+            for _ in range(200):
+                try:
+                    outcomes.append(str(raw.get("/tags").status_code))
+                except httpx.TransportError:
+                    outcomes.append("drop")
+        return outcomes
+
+    first = run()
+    assert run() == first
+    assert 30 <= first.count("drop") <= 70 and 30 <= first.count("500") <= 70  # 50 each expected
+    bad = hcp.control.put(f"/_sandbox/accounts/{company}/faults", json={"error_rate": 0.6, "drop_rate": 0.6})
+    assert bad.status_code == 422 and bad.json()["field"] == "drop_rate"
