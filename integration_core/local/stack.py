@@ -61,15 +61,18 @@ def services(settings: Settings) -> list[Service]:
         out.append(
             Service(
                 "sandbox",
-                _si(
-                    "sandbox",
-                    "serve",
+                [  # started by module: the product package never imports the sandbox
+                    sys.executable,
+                    "-m",
+                    "sandboxes.servicetitan",
                     "--port",
                     str(port),
                     "--office" if settings.sandbox_office_enabled else "--no-office",
                     "--office-pace",
                     str(settings.sandbox_office_pace_seconds),
-                ),
+                    "--log-level",
+                    settings.log_level,
+                ],
                 port,
                 f"http://127.0.0.1:{port}/_sandbox/health",
             )
@@ -279,6 +282,19 @@ def _wait_healthy(
     raise RuntimeError(f"{svc.name} did not become healthy within {timeout:.0f}s")
 
 
+def _wire_webhooks(settings: Settings, *, echo: bool) -> None:
+    from integration_core.webhooks.local import wire_local_sandboxes
+
+    try:
+        wired = wire_local_sandboxes(settings)
+    except Exception as exc:  # webhooks are an accelerator: the status pull still brings every change
+        print(f"  webhooks: not wired ({type(exc).__name__}); status changes arrive with the pull")
+        return
+    if echo and wired:
+        ok = sum(w.ok for w in wired)
+        print(f"  webhooks           {ok}/{len(wired)} sandbox connection(s) post signed webhooks to the API")
+
+
 class Supervisor:
     """Starts services as children in their own process groups; stops all of them on exit or signal."""
 
@@ -308,6 +324,8 @@ class Supervisor:
             _wait_healthy(svc, proc, self.settings)
             if self.echo:
                 print(f"  {svc.name:<18} pid {proc.pid:<7} port {svc.port}  log {logs / (svc.name + '.log')}")
+            if svc.name == "api":  # the sandboxes post signed webhooks to this API (docs/webhooks.md)
+                _wire_webhooks(self.settings, echo=self.echo)
 
     def _write_state(self) -> None:
         state = {
@@ -490,7 +508,10 @@ def container_entrypoint(argv: list[str]) -> None:
 
     if not argv:
         raise SystemExit("usage: python -m integration_core.local.stack COMMAND [ARGS...]")
-    write_dagster_yaml(get_settings(), Path(os.environ["DAGSTER_HOME"]))
+    settings = get_settings()
+    if settings.dagster_home is None:
+        raise SystemExit("DAGSTER_HOME is not set: the Dagster instance directory to write dagster.yaml into")
+    write_dagster_yaml(settings, settings.dagster_home)
     os.execvp(argv[0], argv)  # noqa: S606 - the container's own command
 
 
