@@ -13,6 +13,14 @@ signals it so it stops at once. Either way the run ends CANCELED. Run monitoring
 a worker that died without ending its run (SIGKILL, OOM) is reported FAILED, the routings it leased are
 released at once (integration_core/delivery/leases.py), and the crash-only run retry policy re-launches it.
 
+The preload is checked, never assumed: `multiprocessing`'s forkserver swallows an ImportError of a preload module
+and carries on, so every run worker would import the code location from scratch again (the slow starts this launcher
+exists to avoid) without a word. At start-up (the daemon builds the launcher) and before the first launch, a first
+child of the forkserver reports which preload modules are not imported; if any, the launcher raises `PreloadFailed`
+naming each module with its import error, logs it, and refuses every launch (the run fails with that message) until
+the import is fixed and the daemon restarted — or the stock launcher is chosen (`DAGSTER_RUN_LAUNCHER=default`,
+docs/scaling.md).
+
 Config (`dagster.yaml`):
 
     run_launcher:
@@ -25,6 +33,7 @@ Config (`dagster.yaml`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -34,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -94,8 +104,53 @@ def worker_instance_ref(ref: Any) -> Any:
     return ref._replace(storage_data=ConfigurableClassData(data.module_name, data.class_name, yaml.safe_dump(config)))
 
 
-def _noop() -> None:
-    """The warm-up child: returns as soon as it exists."""
+class PreloadFailed(RuntimeError):
+    """A preload module is not imported in the forkserver: run workers would start slowly, so none is launched."""
+
+
+def _report_preloaded(modules: Sequence[str], conn: Connection) -> None:
+    """The warm-up child (a fork of the forkserver): send back which preload modules the forkserver lacks."""
+    conn.send([m for m in modules if m not in sys.modules])
+    conn.close()
+
+
+def _import_error(module: str) -> str:
+    """Why `module` does not import (tried in this process, where the error is not swallowed)."""
+    import importlib
+    import traceback
+
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:  # any error is the answer
+        return "".join(traceback.format_exception_only(exc)).strip()
+    return "it imports in the launching process but not in the forkserver (a different sys.path or environment?)"
+
+
+def check_preloaded(ctx: Any, modules: Sequence[str], *, timeout: float = 600.0) -> None:
+    """Start the forkserver if needed and make sure it imported every module of `modules`; PreloadFailed names
+    each one that it did not, with its import error."""
+    receive, send = multiprocessing.Pipe(duplex=False)
+    try:
+        child = ctx.Process(target=_report_preloaded, args=(list(modules), send), name="si-forkserver-warm-up")
+        child.start()
+    except Exception as exc:  # the forkserver itself died while importing (an error other than ImportError)
+        reasons = "; ".join(f"{m}: {_import_error(m)}" for m in modules)
+        raise PreloadFailed(f"the run launcher's forkserver did not start ({type(exc).__name__}): {reasons}") from exc
+    finally:
+        send.close()
+    missing: list[str] | None = receive.recv() if receive.poll(timeout) else None
+    receive.close()
+    child.join(timeout)
+    if missing is None:
+        raise PreloadFailed(f"the forkserver's first child did not report its preloaded modules ({modules})")
+    if missing:
+        reasons = "; ".join(f"{m}: {_import_error(m)}" for m in missing)
+        raise PreloadFailed(
+            f"WarmForkRunLauncher: preload module(s) {', '.join(missing)} failed to import in the forkserver "
+            f"({reasons}). Every run worker would import the code location from scratch (slow starts), so no run is "
+            "launched: fix the import and restart the daemon, or use Dagster's stock launcher "
+            "(DAGSTER_RUN_LAUNCHER=default)."
+        )
 
 
 def run_worker(run_id: str, serialized_instance_ref: str, cancel_poll_seconds: float) -> None:
@@ -140,6 +195,9 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         self._start_method = start_method or "forkserver"
         self._ctx: Any = None
         self._ctx_lock = threading.Lock()
+        self._warm_lock = threading.Lock()
+        self._warmed = False
+        self._preload_error: PreloadFailed | None = None
         self._workers: dict[str, multiprocessing.process.BaseProcess] = {}
         # the run queue launches from several threads at once (dequeue_use_threads)
         self._workers_lock = threading.Lock()
@@ -188,18 +246,33 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
             return self._ctx
 
     def warm_up(self) -> None:
-        """Start the forkserver and wait until it has imported `preload_modules` (a first, empty child returns
-        only then). Logged to the daemon's log with the time it took."""
-        started = time.monotonic()
-        child = self._context().Process(target=_noop, name="si-forkserver-warm-up")
-        child.start()
-        child.join()
-        print(
-            f"WarmForkRunLauncher: forkserver ready ({', '.join(self._preload)} imported) "
-            f"in {time.monotonic() - started:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        """Start the forkserver, wait until it has imported `preload_modules` and check that it has (a first child
+        reports what is missing). Once per launcher; logged to the daemon's log with the time it took. Raises
+        PreloadFailed — now and at every later call — when a preload module did not import."""
+        with self._warm_lock:
+            if not self._warmed:
+                started = time.monotonic()
+                try:
+                    if self._start_method == "forkserver":
+                        check_preloaded(self._context(), self._preload)
+                    print(
+                        f"WarmForkRunLauncher: forkserver ready ({', '.join(self._preload)} imported) "
+                        f"in {time.monotonic() - started:.1f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                except PreloadFailed as exc:
+                    self._preload_error = exc
+                    log.error("%s", exc)
+                    print(f"ERROR {exc}", file=sys.stderr, flush=True)
+                finally:
+                    self._warmed = True
+        if self._preload_error is not None:
+            raise self._preload_error
+
+    def _warm_up_in_background(self) -> None:
+        with contextlib.suppress(PreloadFailed):  # logged by warm_up; every launch raises it
+            self.warm_up()
 
     def register_instance(self, instance: Any) -> None:
         super().register_instance(instance)
@@ -208,12 +281,13 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         # it lazily, at the first launch (or when run monitoring checks a run in progress after a restart), so
         # the first launch still waits for the imports; every later one finds them done.
         if Path(sys.argv[0]).name == "dagster-daemon":
-            threading.Thread(target=self.warm_up, name="si-forkserver-warm-up", daemon=True).start()
+            threading.Thread(target=self._warm_up_in_background, name="si-forkserver-warm-up", daemon=True).start()
 
     # -- RunLauncher -------------------------------------------------------------------------------------
     def launch_run(self, context: LaunchRunContext) -> None:
         from dagster._serdes import serialize_value
 
+        self.warm_up()  # PreloadFailed: the run fails to launch with the module named, instead of starting slowly
         run = context.dagster_run
         self._forget_finished()
         proc = self._context().Process(

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 from dagster._core.launcher.base import WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
@@ -104,3 +105,64 @@ def test_parallel_launches_forget_finished_workers_safely() -> None:
     for t in threads:
         t.join(30)
     assert errors == [] and launcher._workers == {}
+
+
+# --- the preload is checked at start-up ------------------------------------------------------------------------------
+# Each case runs in a fresh interpreter: a process has one forkserver, started with the first launcher's preload.
+
+_WARM_UP = """
+import sys
+from pipelines.launcher import PreloadFailed, WarmForkRunLauncher
+
+launcher = WarmForkRunLauncher(preload_modules=sys.argv[1:])
+for attempt in range(2):  # the failure is kept: a second call (every launch) raises it again
+    try:
+        launcher.warm_up()
+    except PreloadFailed as exc:
+        print(f"PreloadFailed: {exc}")
+    else:
+        print("ready")
+"""
+
+
+def _warm_up(*modules: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), str(ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-c", _WARM_UP, *modules], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+
+
+def test_a_preload_module_that_does_not_import_fails_loudly(tmp_path: Path) -> None:
+    """The forkserver swallows an ImportError of a preload module (every run worker would then start from
+    scratch, slowly, without a word): the launcher names the module and why, and refuses to launch."""
+    (tmp_path / "si_broken_preload.py").write_text("import si_dependency_that_is_not_installed\n")
+    r = _warm_up("json", "si_broken_preload", "pipelines.no_such_module", pythonpath=tmp_path)
+    failures = [line for line in r.stdout.splitlines() if line.startswith("PreloadFailed: ")]
+    assert len(failures) == 2, r.stdout + r.stderr
+    assert failures[0] == failures[1]
+    message = failures[0]
+    assert "si_broken_preload" in message and "No module named 'si_dependency_that_is_not_installed'" in message
+    assert "pipelines.no_such_module" in message and "No module named 'pipelines.no_such_module'" in message
+    assert "json" not in message.split("failed to import")[0]  # only the modules that failed are named
+    assert "DAGSTER_RUN_LAUNCHER=default" in message
+    assert "si_broken_preload" in r.stderr  # and the daemon's log says it at start-up
+
+
+def test_the_configured_preload_imports_and_is_checked() -> None:
+    r = _warm_up("pipelines.worker_preload")
+    assert r.stdout.splitlines() == ["ready", "ready"], r.stdout + r.stderr
+    assert "forkserver ready (pipelines.worker_preload imported)" in r.stderr
+
+
+def test_a_launch_after_a_failed_preload_raises_the_failure() -> None:
+    from dagster._core.launcher.base import LaunchRunContext
+
+    from pipelines.launcher import PreloadFailed
+
+    # this process's forkserver (whichever preload started it) has no such module: the first launch checks, fails
+    launcher = WarmForkRunLauncher(preload_modules=["pipelines.no_such_module"])
+    with pytest.raises(PreloadFailed, match=r"pipelines\.no_such_module.*No module named"):
+        launcher.launch_run(LaunchRunContext(dagster_run=_run({}), workspace=None))
+    assert launcher._workers == {}  # nothing was forked
