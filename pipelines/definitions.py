@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
+from integration_core.settings import set_in_environment
 from pipelines.assets import deliver_job, referral_deliveries
 from pipelines.checks import checks_job, delivery_checks
 from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
@@ -19,8 +18,8 @@ from pipelines.webhooks import webhook_checks, webhook_checks_job, webhook_check
 def _integration() -> IntegrationResource:
     # secrets as EnvVar (resolved at launch, hidden in the UI) where the environment provides them
     return IntegrationResource(
-        database_url=dg.EnvVar("DATABASE_URL") if os.environ.get("DATABASE_URL") else None,
-        secret_key=dg.EnvVar("SECRET_KEY") if os.environ.get("SECRET_KEY") else None,
+        database_url=dg.EnvVar("DATABASE_URL") if set_in_environment("DATABASE_URL") else None,
+        secret_key=dg.EnvVar("SECRET_KEY") if set_in_environment("SECRET_KEY") else None,
     )
 
 

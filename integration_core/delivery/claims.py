@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration_core.domain import RoutingStatus
+from integration_core.domain import DUE_ROUTING_STATUSES, RoutingStatus
 from integration_core.providers.base import DeliveryRequest
 
 
@@ -39,23 +39,23 @@ class Claimed:
 # next_attempt_at, sequence) WHERE status IN ('pending', 'needs_reconcile'), so the scan walks that index in claim
 # order and stops after `limit` lockable rows: no sort of the company's due rows, whatever the backlog. The
 # reconcile job's `needs_reconcile` alone is served by `ix_job_routings_claim` (company, status, next_attempt_at).
-_CLAIM_TEMPLATE = """
+_CLAIM_TEMPLATE = f"""
     WITH due AS (
         SELECT id, status AS prev_status
           FROM job_routings
          WHERE receiving_company_id = :company
-           AND {status_predicate}
+           AND {{status_predicate}}
            AND next_attempt_at <= now()
          ORDER BY next_attempt_at, sequence
          LIMIT :limit
            FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE job_routings r
-           SET status = 'claimed',
+           SET status = '{RoutingStatus.claimed}',
                lease_owner = :owner,
                lease_expires_at = now() + make_interval(secs => :lease),
                lease_version = r.lease_version + 1,
-               lookup_required = r.lookup_required OR due.prev_status = 'needs_reconcile'
+               lookup_required = r.lookup_required OR due.prev_status = '{RoutingStatus.needs_reconcile}'
           FROM due
          WHERE r.id = due.id
         RETURNING r.id, r.lease_version, r.attempts, r.lookup_required, r.job_id, r.created_at
@@ -84,7 +84,7 @@ async def claim(
     owner: str,
     limit: int,
     lease_seconds: float,
-    statuses: Iterable[str] = ("pending", "needs_reconcile"),
+    statuses: Iterable[str] = DUE_ROUTING_STATUSES,
 ) -> list[Claimed]:
     """Lease up to `limit` due routings of one company, oldest first. Concurrent claimers never share a row."""
     wanted = frozenset(RoutingStatus(s) for s in statuses)  # ValueError on a status that does not exist
