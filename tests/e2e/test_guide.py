@@ -53,6 +53,7 @@ def guide(db, database_url: str, dagster_database_url: str, tmp_path: Path) -> I
         "SECRET_KEY": TEST_SECRET_KEY,
         "API_PORT": str(free_port()),
         "SERVICETITAN_SANDBOX_URL": f"http://127.0.0.1:{free_port()}",
+        "HOUSECALLPRO_SANDBOX_URL": f"http://127.0.0.1:{free_port()}",
         "DAGSTER_WEBSERVER_PORT": str(free_port()),
         "DAGSTER_CODE_SERVER_PORT": str(free_port()),
     }
