@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # the local Housecall Pro sandbox (`python -m sandboxes.housecallpro`); `si run` starts it when this URL is on
     # loopback (127.0.0.1 / localhost), with the same office settings as the ServiceTitan sandbox
     housecallpro_sandbox_url: str = Field("http://127.0.0.1:8101", alias="HOUSECALLPRO_SANDBOX_URL")
+    # `si connections add --provider housecallpro` reads the API key from here (environment or .env), else asks
+    housecallpro_api_key: SecretStr | None = Field(None, alias="HOUSECALLPRO_API_KEY")
     # the sandbox's back office (accepts, converts, completes records on its own) in `si run`
     sandbox_office_enabled: bool = Field(True, alias="SANDBOX_OFFICE_ENABLED")
     sandbox_office_pace_seconds: float = Field(5.0, gt=0, alias="SANDBOX_OFFICE_PACE_SECONDS")

@@ -413,9 +413,7 @@ def connections_add(
     tenant_id: Annotated[
         str | None, typer.Option(help="ServiceTitan: tenant id (default SERVICETITAN_TENANT_ID)")
     ] = None,
-    account_id: Annotated[
-        str | None, typer.Option(help="Housecall Pro: the company id the API key belongs to")
-    ] = None,
+    account_id: Annotated[str | None, typer.Option(help="Housecall Pro: the company id the API key belongs to")] = None,
     environment: Annotated[
         str | None,
         typer.Option(help="production | integration (ServiceTitan) | sandbox (default SERVICETITAN_ENV / sandbox)"),
@@ -433,9 +431,7 @@ def connections_add(
     campaign_id: Annotated[int | None, typer.Option(help="ServiceTitan job mode: campaign id")] = None,
     external_data_guid: Annotated[str | None, typer.Option(help="job mode: the app's externalData GUID")] = None,
     priority: Annotated[str, typer.Option(help="ServiceTitan: Low | Normal | High | Urgent")] = "Normal",
-    lead_source: Annotated[
-        str | None, typer.Option(help="Housecall Pro: the lead source our records carry")
-    ] = None,
+    lead_source: Annotated[str | None, typer.Option(help="Housecall Pro: the lead source our records carry")] = None,
     rate: Annotated[
         float | None, typer.Option(help="requests per second the provider allows this account (0.1..100)")
     ] = None,
@@ -449,8 +445,6 @@ def connections_add(
     Housecall Pro (`--provider housecallpro`). Secrets are read from the environment or .env
     (SERVICETITAN_CLIENT_SECRET / SERVICETITAN_APP_KEY; HOUSECALLPRO_API_KEY) or asked with hidden input; they
     are stored encrypted and never printed."""
-    import os
-
     from pydantic import ValidationError
 
     from integration_core.errors import InvalidInput
@@ -479,7 +473,8 @@ def connections_add(
             body["lead_source"] = lead_source
         if not account_id:
             raise fail("--account-id is required (the Housecall Pro company id)", ExitCode.usage)
-        body["api_key"] = _secret(None, os.environ.get("HOUSECALLPRO_API_KEY"), "API key")
+        hcp_key = settings.housecallpro_api_key
+        body["api_key"] = _secret(None, hcp_key.get_secret_value() if hcp_key else None, "API key")
     else:
         env = environment or settings.servicetitan_env
         body |= {
@@ -538,9 +533,7 @@ def connections_test(company_id: Annotated[str, typer.Argument(help="company id"
     with core_errors():
         [result] = health.check_connections(_engine(), get_settings(), connection_ids=[conn_id], force=True)
     if result.ok:
-        console.print(
-            f"[green]healthy[/green]: {result.provider} {result.account_id} ({result.delivery_mode} mode)"
-        )
+        console.print(f"[green]healthy[/green]: {result.provider} {result.account_id} ({result.delivery_mode} mode)")
         return
     console.print(
         f"[red]{result.health}[/red]: {result.provider} {result.account_id}: {result.error_code}: {result.error}"
@@ -601,9 +594,7 @@ def companies_list(
         )
         p = c.provider
         state = "enabled" if p.enabled else "DISABLED"
-        provider = (
-            f"{p.provider} {p.account_id} ({p.delivery_mode}, {state}, {p.health})" if p.configured else "none"
-        )
+        provider = f"{p.provider} {p.account_id} ({p.delivery_mode}, {state}, {p.health})" if p.configured else "none"
         table.add_row(
             c.name, str(c.id), "yes" if c.active else "no", skills or "-", zips or "-", str(c.technicians), provider
         )
