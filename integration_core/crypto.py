@@ -126,31 +126,36 @@ class RotationCount:
     table: str
     column: str
     rows: int = 0  # rows with a value
-    rotated: int = 0  # values re-encrypted with the newest key
-    current: int = 0  # values already under the newest key
-    failed: int = 0  # values no key decrypts (left as they are)
-    failed_keys: list[str] = field(default_factory=list)  # their row keys (no secret)
+    values: int = 0  # ciphertexts in them (a JSON-object column holds several per row)
+    rotated: int = 0  # ciphertexts re-encrypted with the newest key
+    current: int = 0  # ciphertexts already under the newest key
+    failed: int = 0  # ciphertexts no key decrypts (left as they are)
+    failed_keys: list[str] = field(default_factory=list)  # the row keys holding them (no secret)
 
 
 def _rotate_value(
-    value: str | dict[str, str] | None, secret_key: str
-) -> tuple[str | dict[str, str] | None, bool, bool]:
-    """(new value, changed, failed) for one column value."""
-    if value is None:
-        return value, False, False
+    value: str | dict[str, str], secret_key: str, count: RotationCount
+) -> tuple[str | dict[str, str], bool, bool]:
+    """(new value, changed, failed) for one column value; counts each ciphertext."""
     items = value.items() if isinstance(value, dict) else [("", value)]
     out: dict[str, str] = {}
     changed = failed = False
     for name, ciphertext in items:
-        if not isinstance(ciphertext, str) or is_current(ciphertext, secret_key):
-            out[name] = ciphertext
+        out[name] = ciphertext
+        if not isinstance(ciphertext, str):
+            continue
+        count.values += 1
+        if is_current(ciphertext, secret_key):
+            count.current += 1
             continue
         try:
             out[name] = rotate(ciphertext, secret_key)
-            changed = True
         except SecretDecryptionError:
-            out[name] = ciphertext
+            count.failed += 1
             failed = True
+        else:
+            count.rotated += 1
+            changed = True
     return (out if isinstance(value, dict) else out[""]), changed, failed
 
 
@@ -180,15 +185,11 @@ def rotate_all(
                 rows = conn.execute(query.order_by(key_col).limit(batch_size).with_for_update()).all()
                 for row_key, value in rows:
                     count.rows += 1
-                    new, changed, failed = _rotate_value(value, secret_key)
+                    new, changed, failed = _rotate_value(value, secret_key, count)
                     if failed:
-                        count.failed += 1
                         count.failed_keys.append(str(row_key))
                     if changed:
                         conn.execute(update(t).where(key_col == row_key).values({spec.column: new}))
-                        count.rotated += 1
-                    elif not failed:
-                        count.current += 1
             if len(rows) < batch_size:
                 break
             last = rows[-1][0]

@@ -13,6 +13,7 @@ from integration_core.cli import ops as cli_ops
 from integration_core.cli.common import ExitCode, console, err
 from integration_core.cli.common import fail as _fail
 from integration_core.cli.secrets import secrets_app
+from integration_core.cli.reports import report_app
 from integration_core.cli.webhooks import webhooks_app
 from integration_core.settings import PROJECT_ROOT, ConfigurationError, get_settings
 
@@ -33,6 +34,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(stack_app, name="stack")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(report_app, name="report")
 
 
 def _setup_logging() -> None:

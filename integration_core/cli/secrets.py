@@ -30,9 +30,9 @@ def rotate(
     settings = get_settings()
     with core_errors():
         counts = crypto.rotate_all(get_engine(), settings.secret_key.get_secret_value(), batch_size=batch_size)
-    table = Table("table", "column", "values", "rotated", "already current", "failed", title="secrets rotate")
+    table = Table("table", "column", "rows", "values", "rotated", "already current", "failed", title="secrets rotate")
     for c in counts:
-        table.add_row(c.table, c.column, str(c.rows), str(c.rotated), str(c.current), str(c.failed))
+        table.add_row(c.table, c.column, str(c.rows), str(c.values), str(c.rotated), str(c.current), str(c.failed))
     console.print(table)
     rotated = sum(c.rotated for c in counts)
     failed = [(c, key) for c in counts for key in c.failed_keys]
