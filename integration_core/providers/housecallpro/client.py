@@ -13,7 +13,8 @@ definition documents are sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -75,6 +76,7 @@ class HousecallProClient:
         transport: alternatively, a transport for a client built here (e.g. a validating wrapper).
         timeout: per-request timeouts, always sent explicitly.
         gate: awaited before every request (the engine's shared rate budget).
+        clock: monotonic seconds (when a request left, when a 429 came back), injectable for tests.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class HousecallProClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         gate: RequestGate | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if http_client is not None and transport is not None:
             raise ValueError("pass either http_client or transport, not both")
@@ -98,6 +101,8 @@ class HousecallProClient:
         )
         self._key = config.api_key.get_secret_value()
         self._unexplained_429s = 0
+        self._last_429_at = float("-inf")
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"HousecallProClient(api_base={self.api_base!r}, account={self.config.account_id!r})"
@@ -148,14 +153,12 @@ class HousecallProClient:
         request = self.build_request(method, path, params=params, body=body)
         if self._gate is not None:
             await self._gate.acquire(write=write)
+        sent = self._clock()
         try:
             response = await self._http.send(request)
         except httpx.TransportError as exc:
             raise classify_transport_error(exc, operation=operation, write=write) from exc
-        if response.status_code == 429 and "retry-after" not in response.headers:
-            self._unexplained_429s += 1
-        elif response.status_code != 429:
-            self._unexplained_429s = 0
+        self._note_throttling(response, sent)
         if not response.is_success:
             error = classify_response(
                 response,
@@ -171,6 +174,20 @@ class HousecallProClient:
             return response.json()
         except ValueError:
             raise self._bad_response(operation, write, response.status_code) from None
+
+    def _note_throttling(self, response: httpx.Response, sent: float) -> None:
+        """Count consecutive 429s that name no wait (their backoff doubles with each).
+
+        Only answers to requests sent *after* the previous such 429 arrived count: requests already in flight
+        when it came are throttled by the same episode, and must not escalate the wait. An answer that is not a
+        429 to a request sent after the last one ends the streak.
+        """
+        if response.status_code == 429 and "retry-after" not in response.headers:
+            if sent >= self._last_429_at or self._unexplained_429s == 0:
+                self._unexplained_429s += 1
+            self._last_429_at = self._clock()
+        elif response.status_code != 429 and sent >= self._last_429_at:
+            self._unexplained_429s = 0
 
     @staticmethod
     def _bad_response(operation: str, write: bool, status: int | None = None) -> ProviderError:

@@ -208,3 +208,29 @@ def test_dry_run_plan_renders_the_bodies_without_the_key() -> None:
         assert "{customer_id}" in plan.placeholders
         without = plan_delivery(config, request, lookup=False, now=datetime(2026, 1, 5, tzinfo=UTC))
         assert without.requests[0].operation == "find_customer"
+
+
+def test_concurrent_429s_of_one_episode_do_not_escalate_the_backoff() -> None:
+    """Requests already in flight when a 429 without Retry-After arrives belong to the same episode."""
+    import asyncio
+
+    from integration_core.providers.housecallpro.client import HousecallProClient
+
+    async def throttled(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)
+        return httpx.Response(429, json={"error": {"message": "slow down"}})
+
+    async def body() -> tuple[list[float], float]:
+        async with HousecallProClient(CONFIG, transport=httpx.MockTransport(throttled)) as client:
+
+            async def one() -> float:
+                with pytest.raises(RateLimited) as exc:
+                    await client.request("GET", "/leads", operation="list_leads")
+                return exc.value.retry_after
+
+            together = await asyncio.gather(one(), one(), one())
+            after = await one()  # sent after the episode's 429s came back: the next step
+        return list(together), after
+
+    together, after = asyncio.run(body())
+    assert together == [1.0, 1.0, 1.0] and after == 2.0
