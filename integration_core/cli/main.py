@@ -12,10 +12,10 @@ import typer
 from integration_core.cli import ops as cli_ops
 from integration_core.cli.common import ExitCode, console, err
 from integration_core.cli.common import fail as _fail
-from integration_core.cli.secrets import secrets_app
 from integration_core.cli.reports import report_app
+from integration_core.cli.secrets import secrets_app
 from integration_core.cli.webhooks import webhooks_app
-from integration_core.settings import PROJECT_ROOT, ConfigurationError, get_settings
+from integration_core.settings import PROJECT_ROOT, ConfigurationError, Settings, get_settings
 
 app = typer.Typer(help="Service Integration: operator commands.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The database in use.", no_args_is_help=True)
@@ -393,6 +393,14 @@ def warn_connection_budget() -> None:
         console.print(f"connection budget: up to {report.configured_max} of max_connections = {report.max_connections}")
 
 
+def shown_token(settings: Settings) -> str:
+    """The API token as `si run`/`si up` print it: the token itself only in development (their output lands in
+    .data/logs/stack.log); elsewhere where to find it."""
+    if settings.environment == "development":
+        return settings.api_token.get_secret_value()
+    return "$API_TOKEN"
+
+
 @app.command("run")
 def run(
     quiet: Annotated[bool, typer.Option(help="print less (used by `si up`)")] = False,
@@ -418,7 +426,7 @@ def run(
     try:
         console.print("starting services:")
         sup.start_all()
-        token = settings.api_token.get_secret_value()
+        token = shown_token(settings)
         console.print(
             f"\n[bold green]Service Integration is up[/bold green]\n"
             f"  API        http://127.0.0.1:{settings.api_port}/docs   (token: {token})\n"
@@ -468,7 +476,7 @@ def up(timeout: Annotated[float, typer.Option(help="seconds to wait for health")
         rows = stack.status(settings)
         if len(rows) == expected and all(r["running"] and r["healthy"] is not False for r in rows):
             _print_status(rows)
-            console.print(f"API token: {settings.api_token.get_secret_value()}")
+            console.print(f"API token: {shown_token(settings)}")
             return
         time.sleep(0.5)
     raise _fail(f"the stack did not come up within {timeout:.0f}s; see {stack.log_dir(settings)}")
