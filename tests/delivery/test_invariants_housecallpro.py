@@ -74,7 +74,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, hcp: HcpSa
                     text("SELECT count(*) FROM job_routings WHERE status IN ('pending', 'claimed', 'needs_reconcile')")
                 )
             ).scalar_one()
-        return open_ == 0
+        return bool(open_ == 0)
 
     async def body(engine) -> None:
         stop = asyncio.Event()
@@ -115,18 +115,18 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, hcp: HcpSa
     assert by_status.get("synced", 0) >= 0.9 * ACCOUNTS * PER_ACCOUNT, _state(db, failed_ids[:5])  # faults ≠ failures
 
     faults_seen = 0
-    for _company, account, mode in receivers:
-        info = hcp.inspect(account)
+    for _company, account_id, mode in receivers:
+        info = hcp.inspect(account_id)
         faults_seen += sum(info["faults"]["counts"].values())
         dups = {kind: found for kind, found in info["duplicates"].items() if found}
-        assert not dups, f"duplicates at {account}: {dups} {_history(db, [m for f in dups.values() for m in f][:3])}"
-        delivered = hcp_delivered(hcp, account, mode)
-        synced = {str(r["id"]) for r in rows if r["account_id"] == account and r["status"] == "synced"}
-        failed = {str(r["id"]) for r in rows if r["account_id"] == account and r["status"] == "failed"}
+        assert not dups, f"duplicates at {account_id}: {dups} {_history(db, [m for f in dups.values() for m in f][:3])}"
+        delivered = hcp_delivered(hcp, account_id, mode)
+        synced = {str(r["id"]) for r in rows if r["account_id"] == account_id and r["status"] == "synced"}
+        failed = {str(r["id"]) for r in rows if r["account_id"] == account_id and r["status"] == "failed"}
         assert synced <= set(delivered), "a synced routing has no record at Housecall Pro"
         assert set(delivered) - synced <= failed, "a record exists at Housecall Pro for an unsynced routing"
         assert len(synced) + len(failed) == PER_ACCOUNT  # lost = 0
-        external = {str(r["id"]): r["external_id"] for r in rows if r["account_id"] == account}
+        external = {str(r["id"]): r["external_id"] for r in rows if r["account_id"] == account_id}
         assert all(external[m] for m in synced)
     assert faults_seen > 50  # the mix really happened
 
