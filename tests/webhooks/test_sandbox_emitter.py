@@ -195,3 +195,30 @@ def test_the_api_applies_right_after_acknowledging(
     assert routing(db, only["id"])["external_status"] == "completed"
     assert {e["status"] for e in inbox(db)} == {"applied"}
     sandbox.control.delete(f"/_sandbox/webhooks/{tenant}")
+
+
+def test_make_run_wiring_configures_endpoints_and_sandboxes(
+    db, database_url, engine_settings, world, sandbox, api_url
+) -> None:
+    from integration_core.webhooks.local import wire_local_sandboxes
+
+    company, tenant, (only,) = _delivered_routings(db, database_url, engine_settings, world, sandbox, 1)
+    wired = wire_local_sandboxes(engine_settings, engine=db, api_url=api_url)
+    assert [(w.provider, w.account, w.ok) for w in wired] == [("servicetitan", tenant, True)]
+    target = _hooks(sandbox)["accounts"][tenant]["target"]
+    assert target["url"].endswith(f"/webhooks/servicetitan?connection={connection_id(db, company)}")
+    assert target["header"] == "X-ServiceTitan-Signature" and target["secret_set"]
+    again = wire_local_sandboxes(engine_settings, engine=db, api_url=api_url)  # idempotent: the same secret
+    assert [w.ok for w in again] == [True]
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM webhook_endpoints")).scalar() == 1
+    # the sandbox signs with the generated secret: accepted, applied
+    base = f"/_sandbox/tenants/{tenant}"
+    assert sandbox.control.post(
+        f"{base}/bookings/{only['external_id']}/advance", json={"status": "Accepted"}
+    ).is_success
+    _settled(sandbox, tenant)
+    assert rejections(db) == {} and len(inbox(db)) == 1
+    apply(database_url, engine_settings)
+    assert routing(db, only["id"])["external_status"] == "accepted"
+    sandbox.control.delete(f"/_sandbox/webhooks/{tenant}")
