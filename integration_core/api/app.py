@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from integration_core.api.deps import require_token
 from integration_core.api.limits import BodySizeLimit
-from integration_core.api.routes import admin, health, jobs, routings, webhooks
+from integration_core.api.routes import admin, health, jobs, reports, routings, webhooks
 from integration_core.db.engine import get_engine, session_factory
 from integration_core.errors import Conflict, InvalidInput, NotFound
 from integration_core.operations.dagster_client import DagsterUnavailable
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(routings.router, dependencies=protected)
     app.include_router(admin.router, dependencies=protected)
+    app.include_router(reports.router, dependencies=protected)  # the daily reports (docs/reports.md)
     app.include_router(webhooks.router)  # signed by the provider, not the API token (docs/webhooks.md)
     app.include_router(webhooks.admin_router)  # the inbox for operators (token, on the router)
 
