@@ -14,7 +14,6 @@ from integration_core.cli.common import ExitCode, console, err
 from integration_core.cli.common import fail as _fail
 from integration_core.cli.reports import report_app
 from integration_core.cli.secrets import secrets_app
-from integration_core.cli.reports import report_app
 from integration_core.cli.webhooks import webhooks_app
 from integration_core.settings import PROJECT_ROOT, ConfigurationError, Settings, get_settings
 
