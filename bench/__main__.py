@@ -9,6 +9,9 @@ Writes bench/results/latest.json (a list of scenarios) and prints one line per s
   marker and the routings left unsynced; `p50_s` / `p95_s` routed → synced. Target: ratio ≥ 0.90, 0 unhonoured.
 - `throughput_hcp_lead_latency_50ms` / `…_300ms`: the same bar for Housecall Pro (`bench/housecallpro.py`).
 - `sandbox_startup`: `si sandbox serve` process start → first health answer, median of 5. Target < 2 s.
+- `webhook_latency` / `webhook_ingest` (`bench/webhooks.py`, docs/webhooks.md): sandbox completes a job → the
+  routing shows completed with revenue through the whole stack, p50/p95 over 200 events (target p95 ≤ 5 s); and
+  signed webhooks acknowledged per second by the API with the p99 acknowledgement time (target ≤ 1 s).
 - `e2e`: the whole service (`si run`: embedded PostgreSQL, sandbox, API, Dagster webserver + daemon + code server)
   on a fresh data directory; 200 referrals posted through the API at 2/s over 10 receiving companies;
   referral → external id p50/p95 and the Dagster runs launched. Target: p50 ≤ 10 s, p95 ≤ 20 s.
@@ -427,7 +430,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--only",
-        choices=["throughput", "throughput_hcp", "e2e", "sandbox", "burst", "burst_chaos", "scale"],
+        choices=["throughput", "throughput_hcp", "e2e", "sandbox", "burst", "burst_chaos", "scale", "webhooks"],
         help="run one family of scenarios",
     )
     parser.add_argument("--routings", type=int, default=2000)
@@ -466,6 +469,13 @@ def main() -> int:
 
         results.append(scale())
         _line(results[-1])
+    if args.only in (None, "webhooks"):
+        from bench.webhooks import webhook_ingest, webhook_latency  # docs/webhooks.md
+
+        results.append(webhook_latency(args.referrals))
+        _line(results[-1])
+        results.append(webhook_ingest())
+        _line(results[-1])
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.only:  # one family re-measured: keep the latest figures of the others
         ran = {r["scenario"] for r in results}
@@ -498,6 +508,8 @@ def _line(r: dict[str, Any]) -> None:
         "kill_recovery_s",
         "sensor_p50_ms",
         "claim_p50_ms",
+        "events_per_s",
+        "ack_p99_ms",
     )
     figures = "  ".join(f"{k}={r[k]}" for k in keys if k in r)
     print(f"{r['scenario']:<26} {figures}  {'MET' if r['met'] else 'NOT MET'}", flush=True)
