@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 
 from integration_core.cli import app
 from integration_core.db.engine import session_scope
-from integration_core.local.demo import DEMO_APP_KEY, DEMO_TENANTS
+from integration_core.local.demo import DEMO_APP_KEY, DEMO_HCP_ACCOUNTS, DEMO_TENANTS
 from integration_core.local.seed import demo_company_id, demo_technician_id, seed_demo
 from integration_core.settings import Settings
 from tests.support.api import serve_api
@@ -166,6 +166,7 @@ def guide(
         "SERVICETITAN_SANDBOX_URL": sandbox.url,
         "ROUTING_ID": str(routing),
         "COMPANY_ID": str(company),
+        "ELECTROFIX_ID": str(demo_company_id("electrofix")),  # the demo's Housecall Pro company
         "COLUMNS": "200",
     }
     for name in ("SERVICETITAN_CLIENT_ID", "SERVICETITAN_CLIENT_SECRET", "SERVICETITAN_APP_KEY"):
@@ -221,7 +222,10 @@ def run_si(cmd: Command, w: Guide, argv: list[str]) -> None:
         w.monkeypatch.delenv(name, raising=False)
     clear_caches()
     user_input = None
-    if args[:2] == ["connections", "add"]:
+    if args[:2] == ["connections", "add"] and "housecallpro" in args:
+        account = next(a for a in DEMO_HCP_ACCOUNTS if a.company_id == args[args.index("--account-id") + 1])
+        user_input = f"{account.api_key}\n"
+    elif args[:2] == ["connections", "add"]:
         tenant = next(t for t in DEMO_TENANTS if t.tenant_id == args[args.index("--tenant-id") + 1])
         user_input = f"{tenant.client_id}\n{tenant.client_secret}\n{DEMO_APP_KEY}\n"
     result = CliRunner().invoke(app, args, input=user_input, catch_exceptions=False)
