@@ -62,7 +62,8 @@ _DUE = text(
          ORDER BY o.oldest_due_at
          LIMIT :limit
     )
-    SELECT top.company_id, top.name, top.partition_key, top.provider, top.tenant_id, n.due, m.max_sequence, top.oldest_due_at
+    SELECT top.company_id, top.name, top.partition_key, top.provider, top.tenant_id, n.due, m.max_sequence,
+           top.oldest_due_at
       FROM top
      CROSS JOIN LATERAL (
             SELECT count(*) AS due

@@ -101,7 +101,7 @@ def upsert_connection(
     """Create or replace the company's connection to `data.provider` (secrets re-encrypted, each on its own)."""
     if session.get(Company, company_id) is None:
         raise NotFound("company", company_id)
-    config = data.root
+    config: Any = data.root  # the provider's connection model
     spec = registry.get(data.provider)
     _connection_problems(spec, config)
     conn = session.scalar(

@@ -72,13 +72,15 @@ def _insert_world(engine: Engine, sandbox: SandboxHandle) -> dict[str, Any]:
         tenant_id=str(940000 + uuid.uuid4().int % 10_000), client_secret="cs1.mig-j-2", external_data_guid=GUID
     )
     with engine.begin() as c:
-        referrer = c.execute(text("INSERT INTO companies (name) VALUES ('Referrer') RETURNING id")).scalar_one()
-        tech = c.execute(
+        referrer: uuid.UUID = c.execute(
+            text("INSERT INTO companies (name) VALUES ('Referrer') RETURNING id")
+        ).scalar_one()
+        tech: uuid.UUID = c.execute(
             text("INSERT INTO technicians (company_id, name) VALUES (:c, 'Tech') RETURNING id"), {"c": referrer}
         ).scalar_one()
-        receivers = {}
+        receivers: dict[str, dict[str, Any]] = {}
         for key, t, mode in (("booking", booking, "booking"), ("job", job, "job")):
-            company = c.execute(
+            company: uuid.UUID = c.execute(
                 text("INSERT INTO companies (name) VALUES (:n) RETURNING id"), {"n": f"Receiver {key}"}
             ).scalar_one()
             c.execute(
@@ -104,9 +106,9 @@ def _insert_world(engine: Engine, sandbox: SandboxHandle) -> dict[str, Any]:
                     "guid": GUID if mode == "job" else None,
                 },
             )
-            routings = {}
+            routings: dict[str, uuid.UUID] = {}
             for status in ("synced", "pending", "needs_reconcile"):
-                job_id = c.execute(
+                job_id: uuid.UUID = c.execute(
                     text(
                         "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
                         "created_by_company_id, created_by_technician_id) VALUES ('Leaking pipe', '1 Main St', "
@@ -230,7 +232,7 @@ def test_0003_downgrade_refuses_while_other_providers_are_connected(scratch_url:
     engine = create_engine(scratch_url)
     try:
         with Session(engine) as session, session.begin():
-            company = session.execute(
+            company: uuid.UUID = session.execute(
                 text("INSERT INTO companies (name) VALUES ('ElectroFix') RETURNING id")
             ).scalar_one()
             body = {

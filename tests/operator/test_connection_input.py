@@ -6,12 +6,15 @@ flags."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine, text
 
 from tests.support.operator import SECRETS, connection_json
+from tests.support.world import add_routings, make_world
 
 HCP_KEY = "hcp-api-key-value-4242"
 
@@ -172,3 +175,23 @@ def test_patch_changes_a_providers_own_setting(client: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["settings"]["lead_source"] == "Referral network" and r.json()["rate_limit_per_second"] == 2
     assert r.json()["secrets_set"] == {"api_key": True}  # the key was kept
+
+
+def test_dry_run_of_a_housecallpro_routing_is_rendered_by_its_provider(client: httpx.Client, db: Engine) -> None:
+    """The dry run works through the provider boundary: Housecall Pro's own URLs and bodies, the key redacted,
+    and the shared decision (a routing whose outcome is unknown is looked up first)."""
+    cid = _company(client)
+    assert client.put(f"/api/admin/companies/{cid}/connection", json=_hcp()).status_code == 201
+    [routing] = add_routings(db, make_world(db), uuid.UUID(cid), 1)
+    with db.begin() as conn:
+        conn.execute(text("UPDATE job_routings SET lookup_required = true, attempts = 1 WHERE id = :r"), {"r": routing})
+    r = client.post(f"/api/routings/{routing}/dry-run")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["connection"]["provider"] == "housecallpro" and out["connection"]["account_id"] == "cmp_input"
+    assert (
+        out["would_send"] is True and out["lookup_required"] is True and "looks the marker up first" in out["decision"]
+    )
+    assert out["requests"] and all(q["url"].startswith("http://127.0.0.1:8101/") for q in out["requests"])
+    assert out["requests"][0]["method"] == "GET"  # the lookup comes first
+    assert HCP_KEY not in r.text and "servicetitan" not in r.text.lower()

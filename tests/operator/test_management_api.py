@@ -225,11 +225,15 @@ def test_connection_create_replace_patch_toggle_with_write_only_secrets(
         a["action"] for a in audit
     }
     with db.connect() as conn:  # stored encrypted
-        stored: tuple[str, str] = conn.execute(
-            text(
-                "SELECT secrets_encrypted->>'client_secret', secrets_encrypted->>'app_key' FROM provider_connections"
+        stored: tuple[str, str] = (
+            conn.execute(
+                text(
+                    "SELECT secrets_encrypted->>'client_secret', secrets_encrypted->>'app_key' FROM provider_connections"
+                )
             )
-        ).tuples().one()
+            .tuples()
+            .one()
+        )
     assert all(v.startswith("v1:") for v in stored) and not any(s in "".join(stored) for s in SECRETS)
 
 
