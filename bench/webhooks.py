@@ -105,7 +105,7 @@ def webhook_latency(events: int = 200, companies: int = 4, per_second: float = 5
 
         def synced() -> list[Any] | None:
             with engine.connect() as conn:
-                rows = list(
+                rows: list[Any] = list(
                     conn.execute(
                         text(
                             "SELECT id, external_id, receiving_company_id, status FROM job_routings "
@@ -151,7 +151,7 @@ def webhook_latency(events: int = 200, companies: int = 4, per_second: float = 5
                 while not done.is_set():
                     ids = [k for k in sent if k not in seen]
                     if ids:
-                        rows = conn.execute(
+                        rows: Any = conn.execute(
                             text(
                                 "SELECT id::text FROM job_routings WHERE id = ANY(CAST(:ids AS uuid[])) "
                                 "AND external_status = 'completed' AND revenue IS NOT NULL"
@@ -181,7 +181,9 @@ def webhook_latency(events: int = 200, companies: int = 4, per_second: float = 5
         poller.join(5)
         latencies = [seen[k] - sent[k] for k in sent if k in seen]
         with engine.connect() as conn:
-            inbox = dict(conn.execute(text("SELECT status, count(*) FROM webhook_events GROUP BY 1")).tuples().all())
+            inbox: dict[Any, Any] = dict(
+                conn.execute(text("SELECT status, count(*) FROM webhook_events GROUP BY 1")).tuples().all()
+            )
             rejected = conn.execute(text("SELECT coalesce(sum(count), 0) FROM webhook_rejections")).scalar()
         hooks = sandbox.get("/_sandbox/webhooks").json()
         engine.dispose()
@@ -234,7 +236,7 @@ def webhook_ingest(events: int = 2000, concurrency: int = 16) -> dict[str, Any]:
         with httpx.Client(base_url=sandbox_url, timeout=30) as sandbox, session_scope(engine) as session:
             company = add_receiver(session, sandbox, 0, tenant="9101", label="ingest", zip_code="73301")
         with engine.begin() as conn:
-            connection = conn.execute(
+            connection: uuid.UUID = conn.execute(
                 text("SELECT id FROM provider_connections WHERE company_id = :c"), {"c": company}
             ).scalar_one()
         with session_scope(engine) as session:

@@ -38,12 +38,12 @@ except ImportError:  # pragma: no cover - the same behaviour, standalone
 
     console = Console()
 
-    def fail(message: str, code: ExitCode = ExitCode.failed) -> typer.Exit:  # type: ignore[misc]
+    def fail(message: str, code: ExitCode = ExitCode.failed) -> typer.Exit:
         Console(stderr=True).print(f"[red]error:[/red] {message}")
         return typer.Exit(int(code))
 
     @contextmanager
-    def core_errors() -> Iterator[None]:  # type: ignore[misc]
+    def core_errors() -> Iterator[None]:
         from sqlalchemy.exc import OperationalError
 
         try:

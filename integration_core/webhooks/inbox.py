@@ -86,10 +86,10 @@ def record_rejection(engine: Engine, *, provider: str, connection_key: str, reas
 def summary(conn: Connection) -> dict[str, Any]:
     """Counts by provider and status, the oldest unapplied event's age, the last error, rejected calls."""
     counts: dict[str, dict[str, int]] = {}
-    for provider, status, n in conn.execute(
-        text("SELECT provider, status, count(*) FROM webhook_events GROUP BY 1, 2 ORDER BY 1, 2")
-    ):
-        counts.setdefault(provider, {})[status] = int(n)
+    for row in conn.execute(
+        text("SELECT provider, status, count(*) AS n FROM webhook_events GROUP BY 1, 2 ORDER BY 1, 2")
+    ).mappings():
+        counts.setdefault(str(row["provider"]), {})[str(row["status"])] = int(row["n"])
     oldest = conn.execute(
         text("SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events WHERE status = 'received'")
     ).scalar()

@@ -49,7 +49,7 @@ def synced_routing(
 ) -> uuid.UUID:
     """A routing delivered to `company_id` as `kind` `external_id` (written as the engine writes it)."""
     with db.begin() as conn:
-        job_id = conn.execute(
+        job_id: uuid.UUID = conn.execute(
             text(
                 """
                 INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone,
@@ -98,10 +98,8 @@ def inbox(db: Engine) -> list[dict[str, Any]]:
 
 def rejections(db: Engine) -> dict[str, int]:
     with db.connect() as conn:
-        return {
-            str(reason): int(n)
-            for reason, n in conn.execute(text("SELECT reason, sum(count) FROM webhook_rejections GROUP BY reason"))
-        }
+        rows = conn.execute(text("SELECT reason, sum(count) AS n FROM webhook_rejections GROUP BY reason")).mappings()
+        return {str(r["reason"]): int(r["n"]) for r in rows}
 
 
 def apply(database_url: str, settings: Settings) -> ApplySummary:
