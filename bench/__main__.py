@@ -430,7 +430,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--only",
-        choices=["throughput", "throughput_hcp", "e2e", "sandbox", "burst", "burst_chaos", "scale", "webhooks"],
+        choices=[
+            "throughput",
+            "throughput_hcp",
+            "e2e",
+            "sandbox",
+            "burst",
+            "burst_chaos",
+            "scale",
+            "report_daily",
+            "webhooks",
+        ],
         help="run one family of scenarios",
     )
     parser.add_argument("--routings", type=int, default=2000)
@@ -468,6 +478,11 @@ def main() -> int:
         from bench.scale import scale
 
         results.append(scale())
+        _line(results[-1])
+    if args.only in (None, "report_daily"):
+        from bench.reports import report_daily  # one day of both daily reports over 1M routings (docs/reports.md)
+
+        results.append(report_daily())
         _line(results[-1])
     if args.only in (None, "webhooks"):
         from bench.webhooks import webhook_ingest, webhook_latency  # docs/webhooks.md
@@ -510,6 +525,8 @@ def _line(r: dict[str, Any]) -> None:
         "claim_p50_ms",
         "events_per_s",
         "ack_p99_ms",
+        "materialize_s",
+        "peak_rss_mb",
     )
     figures = "  ".join(f"{k}={r[k]}" for k in keys if k in r)
     print(f"{r['scenario']:<26} {figures}  {'MET' if r['met'] else 'NOT MET'}", flush=True)
