@@ -61,7 +61,10 @@ def _wait(fn: Any, timeout: float, what: str, every: float = 0.5) -> Any:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def webhook_latency(events: int = 200, companies: int = 4, per_second: float = 5.0) -> dict[str, Any]:
+def webhook_latency(
+    events: int = 200, companies: int = 4, per_second: float = 5.0, *, apply_in_api: bool = True
+) -> dict[str, Any]:
+    """`apply_in_api=False`: the Dagster sensor alone applies (scenario `webhook_latency_sensor_only`)."""
     from integration_core.db import embedded
     from integration_core.db.engine import session_scope
     from integration_core.local.seed import demo_company_id, demo_technician_id
@@ -70,7 +73,12 @@ def webhook_latency(events: int = 200, companies: int = 4, per_second: float = 5
     from integration_core.webhooks.local import wire_local_sandboxes
 
     data_dir = Path(tempfile.mkdtemp(prefix="si-bench-webhooks-"))
-    env = {"API_TOKEN": TOKEN, "SECRET_KEY": SECRET, "SANDBOX_OFFICE_ENABLED": "false"}
+    env = {
+        "API_TOKEN": TOKEN,
+        "SECRET_KEY": SECRET,
+        "SANDBOX_OFFICE_ENABLED": "false",
+        "WEBHOOK_APPLY_IN_API": "true" if apply_in_api else "false",
+    }
     stack = LocalStack(data_dir, env, embedded=True)
     stack.start()
     try:
@@ -189,7 +197,8 @@ def webhook_latency(events: int = 200, companies: int = 4, per_second: float = 5
         engine.dispose()
         p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
         return {
-            "scenario": "webhook_latency",
+            "scenario": "webhook_latency" if apply_in_api else "webhook_latency_sensor_only",
+            "applied_by": "api after ack + sensor" if apply_in_api else f"sensor every {stack_interval()} s",
             "events": events,
             "companies": companies,
             "completions_per_s": per_second,
@@ -323,13 +332,22 @@ def webhook_ingest(events: int = 2000, concurrency: int = 16) -> dict[str, Any]:
         engine.dispose()
 
 
+def stack_interval() -> int:
+    from integration_core.settings import get_settings
+
+    return get_settings().webhook_apply_interval_seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["latency", "ingest"])
+    parser.add_argument("which", choices=["latency", "latency_sensor_only", "ingest"])
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--ingest-events", type=int, default=2000)
     args = parser.parse_args()
-    result = webhook_latency(args.events) if args.which == "latency" else webhook_ingest(args.ingest_events)
+    if args.which == "ingest":
+        result = webhook_ingest(args.ingest_events)
+    else:
+        result = webhook_latency(args.events, apply_in_api=args.which == "latency")
     print(json.dumps(result, indent=2))
     return 0 if result["met"] else 1
 
