@@ -1,13 +1,21 @@
-"""Property-based run over the app's own OpenAPI document (a hypothesis stand-in for schemathesis).
+"""Property-based fuzz run over the app's own OpenAPI document (the hypothesis stand-in for schemathesis; CI runs
+it with the rest of the suite, derandomized, a bounded number of examples per operation).
 
-For every operation the document declares, hypothesis generates path parameters, query parameters and JSON
-bodies — half from the operation's schemas (valid-looking input, reaching the handlers), half arbitrary JSON
-(reaching the validators) — and sends them over real HTTP to the API on the test database, with a real Dagster
-webserver and a real sandbox behind it. Properties:
+For every operation the document declares (admin writes included), hypothesis generates path parameters, query
+parameters and JSON bodies — half from the operation's schemas (valid-looking input, reaching the handlers), half
+arbitrary JSON (reaching the validators: NUL and control characters, integers far beyond bigint, …) — and sends
+them over real HTTP to the API on the test session's scratch database, with a real Dagster webserver and a real
+sandbox behind it. Properties:
 
 1. no answer is a 5xx, except the documented dependency answer: 503 from a health endpoint, whose JSON says
    which component is down;
-2. without the token, every non-health operation answers 401, whatever the parameters and body.
+2. every answer conforms to the published document: its status code is one the operation documents, and its
+   JSON body validates against the documented schema for that status (`_conforms`);
+3. without the token, every non-health operation answers 401, whatever the parameters and body.
+
+Why not schemathesis itself: it is not a dependency of the project (adding it to the lock pulls a second HTTP
+stack and its own hypothesis pins); this run covers what its default checks do (not_a_server_error,
+status_code_conformance, response_schema_conformance) with the dependencies already locked.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from sqlalchemy import Engine
 
 from integration_core.api.app import create_app
@@ -113,12 +122,15 @@ class Strategies:
                 return st.datetimes().map(lambda d: d.isoformat() + "Z")
             if "pattern" in schema:
                 return st.from_regex(schema["pattern"], fullmatch=True)
-            return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 30), 30))
+            size = {"min_size": schema.get("minLength", 0), "max_size": min(schema.get("maxLength", 30), 30)}
+            # mostly printable text (reaching the handlers), some of anything (NUL, control characters, …)
+            printable = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), **size)
+            return st.one_of(printable, printable, printable, st.text(**size))
         if kind == "integer":
             lo = schema.get(
-                "minimum", schema.get("exclusiveMinimum", -(2**31)) + (1 if "exclusiveMinimum" in schema else 0)
+                "minimum", schema.get("exclusiveMinimum", -(2**64)) + (1 if "exclusiveMinimum" in schema else 0)
             )
-            hi = schema.get("maximum", 2**31)
+            hi = schema.get("maximum", 2**64)  # beyond bigint too: refused at validation, never by the database
             return st.integers(min_value=lo, max_value=hi)
         if kind == "number":
             return st.floats(
@@ -202,15 +214,46 @@ def world_api(
 def _allowed(path: str, response: httpx.Response) -> bool:
     if response.status_code < 500:
         return True
-    if response.status_code == 503 and path.startswith("/api/health"):
+    if response.status_code == 503 and path.startswith(("/api/health", "/api/admin/health")):
         return "status" in response.json()  # the documented answer: which component is down
     return False
 
 
+_VALIDATORS: dict[str, Draft202012Validator] = {}
+
+
+def _schema_errors(schema: dict[str, Any], body: Any) -> list[str]:
+    """JSON Schema (2020-12, as OpenAPI 3.1) errors of `body` against `schema`, refs resolved in the document."""
+    key = repr(schema)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        validator = Draft202012Validator({**schema, "components": DOCUMENT.get("components", {})})
+        _VALIDATORS[key] = validator
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"[:300] for e in validator.iter_errors(body)][:5]
+
+
+def _conforms(op: dict[str, Any], response: httpx.Response) -> list[str]:
+    """Why the answer does not conform to the operation's documented responses (empty: it conforms)."""
+    responses = op.get("responses", {})
+    documented = responses.get(str(response.status_code)) or responses.get("default")
+    if documented is None:
+        return [f"status {response.status_code} is not documented (documented: {', '.join(sorted(responses))})"]
+    schema = documented.get("content", {}).get("application/json", {}).get("schema")
+    if schema is None:
+        return []
+    try:
+        body = response.json()
+    except ValueError:
+        return [f"status {response.status_code}: the body is not JSON"]
+    return _schema_errors(schema, body)
+
+
 @pytest.mark.parametrize("operation", OPERATIONS, ids=_ids)
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 @given(data=st.data())
-def test_no_5xx_on_any_operation(world_api: tuple[httpx.Client, list[str]], operation: Any, data: Any) -> None:
+def test_no_5xx_and_answers_as_documented_on_any_operation(
+    world_api: tuple[httpx.Client, list[str]], operation: Any, data: Any
+) -> None:
     client, known = world_api
     path, method, op = operation
     url, params, headers, body = data.draw(Strategies(DOCUMENT, known).request(path, op))
@@ -220,13 +263,15 @@ def test_no_5xx_on_any_operation(world_api: tuple[httpx.Client, list[str]], oper
     r = client.request(method.upper(), url, **kwargs)
     event(f"HTTP {r.status_code}")
     assert _allowed(path, r), f"{method.upper()} {url} {params} {body!r} → {r.status_code} {r.text[:500]}"
+    problems = _conforms(op, r)
+    assert not problems, f"{method.upper()} {url} {params} {body!r} → {r.status_code} {r.text[:300]}: {problems}"
 
 
 NON_HEALTH = [o for o in OPERATIONS if not o[0].startswith("/api/health")]
 
 
 @pytest.mark.parametrize("operation", NON_HEALTH, ids=_ids)
-@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 @given(data=st.data(), header=st.sampled_from([None, "Bearer wrong", "Basic dXNlcjpwdw==", "Bearer", "bearer x"]))
 def test_every_non_health_operation_needs_the_token(api: str, operation: Any, data: Any, header: str | None) -> None:
     path, method, op = operation
@@ -237,6 +282,7 @@ def test_every_non_health_operation_needs_the_token(api: str, operation: Any, da
         kwargs["json"] = body
     r = httpx.request(method.upper(), api + url, timeout=30, **kwargs)
     assert r.status_code == 401, f"{method.upper()} {url} without a valid token → {r.status_code}"
+    assert not _conforms(op, r), _conforms(op, r)
 
 
 def test_the_document_covers_the_operator_surface() -> None:
@@ -256,7 +302,34 @@ def test_the_document_covers_the_operator_surface() -> None:
     ):
         assert expected in paths
     assert len(NON_HEALTH) == len(OPERATIONS) - 2
-    # every protected operation declares the bearer scheme
+    # every protected operation declares the bearer scheme (the provider webhooks are signed instead)
     for path, _method, op in NON_HEALTH:
-        assert op.get("security"), path
+        assert op.get("security") or path.startswith("/webhooks/"), path
     assert re.fullmatch(r"\d+\.\d+\.\d+", DOCUMENT["openapi"])
+
+
+def test_the_document_lists_the_error_answers_of_every_operation() -> None:
+    """401 where the token is required, 404 where a path names a record, 413 and 422 where a body is taken; each
+    with its JSON schema (`ErrorOut`, FastAPI's `HTTPValidationError`)."""
+    for path, method, op in OPERATIONS:
+        answers = op["responses"]
+        name = f"{method.upper()} {path}"
+        if op.get("security"):
+            assert answers["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
+        if any(p["in"] == "path" for p in op.get("parameters", [])):
+            assert "content" in answers["404"], name
+        if "requestBody" in op:
+            assert "content" in answers["413"] and "422" in answers, name
+        if op.get("parameters") or "requestBody" in op:
+            assert "422" in answers, name
+    public = DOCUMENT["paths"]["/api/health/"]["get"]["responses"]
+    assert "401" not in public
+    assert set(DOCUMENT["components"]["schemas"]["PublicHealth"]["properties"]) == {"status", "components"}
+
+
+def test_the_conformance_check_catches_what_it_should() -> None:
+    op = DOCUMENT["paths"]["/api/admin/providers"]["get"]
+    assert not _conforms(op, httpx.Response(401, json={"detail": "invalid API token"}))
+    assert _conforms(op, httpx.Response(418, json={"detail": "x"}))  # not documented
+    assert _conforms(op, httpx.Response(401, json={"error": "x"}))  # not an ErrorOut
+    assert _conforms(op, httpx.Response(200, json=[{"id": "not a connection"}]))  # not the documented list
