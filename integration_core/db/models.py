@@ -493,6 +493,15 @@ class WebhookEvent(Base):
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+# a webhook event may name only the provider's job (an invoice knows its job): delivered routings by that job id
+# (migration 0004; integration_core.delivery.updates.apply_update)
+Index(
+    "ix_job_routings_job_ref",
+    JobRouting.external_refs["job_id"].astext,
+    postgresql_where=text("status = 'synced'"),
+)
+
+
 class WebhookRejection(Base):
     """Calls refused before anything was stored (bad or missing signature, unknown connection...): counted, no body."""
 

@@ -41,18 +41,21 @@ class PullSummary:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
+_COLUMNS = "SELECT id, job_id, external_status, external_refs, completed_at, revenue FROM job_routings"
 _MATCH = """
        AND status = 'synced'
-       AND (id = :marker OR (external_id = :external_id AND external_refs->>'kind' = :kind)
-            OR external_refs->>'job_id' = :job_ref)
+       AND (id = :marker OR (external_id = :external_id AND external_refs->>'kind' = :kind){job_ref})
      ORDER BY (id = :marker) DESC NULLS LAST
      LIMIT 1
      FOR UPDATE
 """
-_COLUMNS = "SELECT id, job_id, external_status, external_refs, completed_at, revenue FROM job_routings"
-_FIND_ROUTING = text(f"{_COLUMNS} WHERE receiving_company_id = :company {_MATCH}")
+_BY_JOB_REF = " OR external_refs->>'job_id' = :job_ref"  # ix_job_routings_job_ref (migration 0004)
+_FIND_ROUTING = text(f"{_COLUMNS} WHERE receiving_company_id = :company {_MATCH.format(job_ref='')}")
+_FIND_ROUTING_BY_JOB_REF = text(
+    f"{_COLUMNS} WHERE receiving_company_id = :company {_MATCH.format(job_ref=_BY_JOB_REF)}"
+)
 # an event that names no connection (the generic webhook without ?connection=): any company's routing
-_FIND_ROUTING_ANY_COMPANY = text(f"{_COLUMNS} WHERE true {_MATCH}")
+_FIND_ROUTING_ANY_COMPANY = text(f"{_COLUMNS} WHERE true {_MATCH.format(job_ref=_BY_JOB_REF)}")
 _UPDATE_ROUTING = text(
     """
     UPDATE job_routings
@@ -130,11 +133,13 @@ async def apply_update(
     ``job_ref`` also matches a routing by the provider's job id in its refs (an invoice event knows only that);
     ``revenue_only`` leaves status and completion alone. The caller owns the transaction.
     """
-    params = {"marker": u.marker, "external_id": u.external_id, "kind": u.kind, "job_ref": job_ref}
+    params: dict[str, Any] = {"marker": u.marker, "external_id": u.external_id, "kind": u.kind}
     if company_id is None:
-        found = await conn.execute(_FIND_ROUTING_ANY_COMPANY, params)
-    else:
+        found = await conn.execute(_FIND_ROUTING_ANY_COMPANY, {**params, "job_ref": job_ref})
+    elif job_ref is None:
         found = await conn.execute(_FIND_ROUTING, {**params, "company": company_id})
+    else:
+        found = await conn.execute(_FIND_ROUTING_BY_JOB_REF, {**params, "company": company_id, "job_ref": job_ref})
     row = found.mappings().first()
     if row is None:
         return Applied("unmatched")

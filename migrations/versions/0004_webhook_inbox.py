@@ -1,7 +1,9 @@
 """webhook inbox (issue 12): per-connection webhook settings, the inbox of verified events, rejected-call counters
 
 `webhook_endpoints` (one row per provider connection; the signing secret Fernet-encrypted), `webhook_events`
-(stored before acknowledged; dedup on (provider, dedup_key)), `webhook_rejections` (counted, never a body).
+(stored before acknowledged; dedup on (provider, dedup_key)), `webhook_rejections` (counted, never a body), and
+`ix_job_routings_job_ref`: delivered routings by the provider job id in their refs (an invoice event names only
+its job), built CONCURRENTLY.
 
 Revision ID: 0004
 Revises: 0003
@@ -99,9 +101,17 @@ def upgrade() -> None:
         sa.Column("last_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("provider", "connection_key", "reason", name=op.f("pk_webhook_rejections")),
     )
+    # job_routings is the hot table: built CONCURRENTLY (outside the migration's transaction), as in 0002
+    with op.get_context().autocommit_block():
+        op.execute(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_job_routings_job_ref ON job_routings "
+            "((external_refs ->> 'job_id')) WHERE status = 'synced'"
+        )
 
 
 def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_job_routings_job_ref")
     op.drop_table("webhook_rejections")
     op.drop_index("ix_webhook_events_external_id", table_name="webhook_events")
     op.drop_index("ix_webhook_events_provider_status", table_name="webhook_events")
