@@ -295,19 +295,6 @@ def _wire_webhooks(settings: Settings, *, echo: bool) -> None:
         print(f"  webhooks           {ok}/{len(wired)} sandbox connection(s) post signed webhooks to the API")
 
 
-def _wire_webhooks(settings: Settings, *, echo: bool) -> None:
-    from integration_core.webhooks.local import wire_local_sandboxes
-
-    try:
-        wired = wire_local_sandboxes(settings)
-    except Exception as exc:  # webhooks are an accelerator: the status pull still brings every change
-        print(f"  webhooks: not wired ({type(exc).__name__}); status changes arrive with the pull")
-        return
-    if echo and wired:
-        ok = sum(w.ok for w in wired)
-        print(f"  webhooks           {ok}/{len(wired)} sandbox connection(s) post signed webhooks to the API")
-
-
 class Supervisor:
     """Starts services as children in their own process groups; stops all of them on exit or signal."""
 
@@ -337,8 +324,6 @@ class Supervisor:
             _wait_healthy(svc, proc, self.settings)
             if self.echo:
                 print(f"  {svc.name:<18} pid {proc.pid:<7} port {svc.port}  log {logs / (svc.name + '.log')}")
-            if svc.name == "api":  # the sandboxes post signed webhooks to this API (docs/webhooks.md)
-                _wire_webhooks(self.settings, echo=self.echo)
             if svc.name == "api":  # the sandboxes post signed webhooks to this API (docs/webhooks.md)
                 _wire_webhooks(self.settings, echo=self.echo)
 
