@@ -27,9 +27,7 @@ from integration_core.schemas import (
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _filtered(
-    status: RoutingStatus | None, company_id: uuid.UUID | None, error_code: str | None
-) -> Select[JobRouting]:
+def _filtered(status: RoutingStatus | None, company_id: uuid.UUID | None, error_code: str | None) -> Select[JobRouting]:
     query = select(JobRouting)
     if status is not None:
         query = query.where(JobRouting.status == RoutingStatus(status).value)
