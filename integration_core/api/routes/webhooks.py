@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -123,7 +124,7 @@ async def _count(engine: Engine, provider: str, connection_key: str, reason: str
         await run_in_threadpool(
             inbox.record_rejection, engine, provider=provider, connection_key=connection_key, reason=reason
         )
-    except (OperationalError, InterfaceError, DBAPIError):
+    except (OperationalError, InterfaceError, DBAPIError, PoolTimeout):
         log.warning("webhook rejection not counted: database unavailable")
 
 
@@ -197,7 +198,7 @@ async def _receive(request: Request, provider: str, connection: str | None) -> J
         await _count(engine, provider, known_key, exc.reason)
         headers = {"WWW-Authenticate": "Signature"} if exc.status == 401 else {}
         return _answer(exc.status, exc.detail, **headers)
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError, PoolTimeout):
         log.error("webhook not stored: database unavailable")
         return _answer(503, "database unavailable, deliver again later", **{"Retry-After": "5"})
     except DBAPIError as exc:
