@@ -24,7 +24,7 @@ from tests.support.world import add_routings
 
 ACCOUNTS = 5
 PER_ACCOUNT = 100
-QUIET_DEADLINE_S = 150
+QUIET_DEADLINE_S = 300  # three requests per delivery (ServiceTitan bookings take one), on a shared 2-core machine
 
 
 @pytest.mark.parametrize("seed", [11, 23, 47])
@@ -170,7 +170,7 @@ def _state(db, routing_ids: list[str]) -> str:
     with db.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT id, status, attempts, next_attempt_at, now(),, lookup_required, last_error_code, "
+                "SELECT id, status, attempts, next_attempt_at, now(), lookup_required, last_error_code, "
                 "last_error_message FROM job_routings WHERE id = ANY(CAST(:ids AS uuid[]))"
             ),
             {"ids": routing_ids},
