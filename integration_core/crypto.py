@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine, column, select, table, update
@@ -185,7 +185,8 @@ def rotate_all(
                 rows = conn.execute(query.order_by(key_col).limit(batch_size).with_for_update()).all()
                 for row_key, value in rows:
                     count.rows += 1
-                    new, changed, failed = _rotate_value(value, secret_key, count)
+                    stored = cast("str | dict[str, str]", value)  # the column's kind: text or a JSON object
+                    new, changed, failed = _rotate_value(stored, secret_key, count)
                     if failed:
                         count.failed_keys.append(str(row_key))
                     if changed:

@@ -409,7 +409,7 @@ def stored_providers_status(engine: Engine, settings: Settings) -> ComponentRepo
     required = "providers" in settings.required_components
     try:
         with engine.connect() as conn:
-            healths = list(conn.execute(_STORED_HEALTH).scalars())
+            healths: list[str] = list(conn.execute(_STORED_HEALTH).scalars())
     except SQLAlchemyError as exc:
         error = f"cannot read connections: database unavailable ({type(exc).__name__})"
         return ComponentReport(component="providers", status="down", required=required, error=error)

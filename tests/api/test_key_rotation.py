@@ -55,6 +55,7 @@ def _stored(db: Engine) -> list[str]:
     with db.connect() as c:
         for spec in crypto.ENCRYPTED_COLUMNS:
             query = f"SELECT {spec.column} FROM {spec.table} WHERE {spec.column} IS NOT NULL ORDER BY {spec.key}"
+            value: Any
             for value in c.execute(text(query)).scalars():
                 values.extend(sorted(value.values()) if isinstance(value, dict) else [value])
     return values
@@ -141,7 +142,7 @@ def test_rotate_re_encrypts_every_credential_with_the_new_key(
 def test_new_credentials_are_written_with_the_first_key(ring_client: httpx.Client, db: Engine) -> None:
     _add_connections(ring_client, 1)
     assert all(crypto.is_current(v, NEW) for v in _stored(db))
-    assert crypto.decrypt(_stored(db)[0], NEW) == "cid.client-0"
+    assert {crypto.decrypt(v, NEW) for v in _stored(db)} == {"cid.client-0", "cs1.secret-0", "ak1.key-0"}
 
 
 def test_a_value_no_key_decrypts_is_reported_and_left_alone(
@@ -150,7 +151,7 @@ def test_a_value_no_key_decrypts_is_reported_and_left_alone(
     _add_connections(client, 2)
     lost = crypto.encrypt("cs1.lost", "a-key-nobody-has-any-more-0123456789")
     with db.begin() as c:
-        row = c.execute(text("SELECT id FROM provider_connections ORDER BY id LIMIT 1")).scalar_one()
+        row: uuid.UUID = c.execute(text("SELECT id FROM provider_connections ORDER BY id LIMIT 1")).scalar_one()
         c.execute(
             text(
                 "UPDATE provider_connections SET secrets_encrypted = jsonb_set(secrets_encrypted, '{client_secret}', "
@@ -182,7 +183,10 @@ def test_json_object_columns_rotate_value_by_value(db: Engine) -> None:
         [count] = crypto.rotate_all(db, ring, columns=[spec], batch_size=2)
         assert (count.rows, count.values, count.rotated, count.current, count.failed) == (5, 10, 5, 5, 0)
         with db.connect() as c:
-            stored = c.execute(text(f"SELECT id, secrets FROM {name} WHERE secrets IS NOT NULL ORDER BY id")).all()
+            stored: list[tuple[int, dict[str, str]]] = [
+                (r[0], r[1])
+                for r in c.execute(text(f"SELECT id, secrets FROM {name} WHERE secrets IS NOT NULL ORDER BY id"))
+            ]
         assert [crypto.decrypt(s["api_key"], NEW) for _, s in stored] == [f"key-{i}" for i in range(5)]
         assert [crypto.decrypt(s["other"], NEW) for _, s in stored] == [f"o-{i}" for i in range(5)]
         [count] = crypto.rotate_all(db, ring, columns=[spec])

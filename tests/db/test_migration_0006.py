@@ -34,8 +34,8 @@ def test_0006_normalises_skills_and_goes_down_again(scratch_url: str) -> None:
     engine = create_engine(scratch_url)
     try:
         with engine.begin() as c:
-            a = c.execute(text("INSERT INTO companies (name) VALUES ('A') RETURNING id")).scalar_one()
-            b = c.execute(text("INSERT INTO companies (name) VALUES ('B') RETURNING id")).scalar_one()
+            a: uuid.UUID = c.execute(text("INSERT INTO companies (name) VALUES ('A') RETURNING id")).scalar_one()
+            b: uuid.UUID = c.execute(text("INSERT INTO companies (name) VALUES ('B') RETURNING id")).scalar_one()
             for company, skill, level, primary in [
                 (a, "Water Heater", "basic", False),
                 (a, "water-heater", "expert", False),

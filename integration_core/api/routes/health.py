@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
@@ -27,7 +28,9 @@ from integration_core.settings import HEALTH_COMPONENTS, Settings
 router = APIRouter(prefix="/api/health", tags=["health"])
 admin_router = APIRouter(prefix="/api/admin/health", tags=["health"])
 
-_UNKNOWN = {404: {"description": f"unknown component (known: {', '.join(HEALTH_COMPONENTS)})"}}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"description": f"unknown component (known: {', '.join(HEALTH_COMPONENTS)})"}
+}
 
 
 def _engine(request: Request) -> Engine:
