@@ -153,3 +153,20 @@ def test_seed_demo_is_idempotent(demo, session_factory, settings) -> None:
     with session_factory() as session, session.begin():
         again = seed_demo(session, secret_key=TEST_SECRET_KEY, sandbox_url=settings.servicetitan_sandbox_url)
     assert (again.companies_created, again.technicians_created, again.connections_created) == (0, 0, 0)
+
+
+def test_the_guides_90210_example_reaches_the_housecall_pro_demo_company_only_by_skill(demo, session_factory) -> None:
+    """ElectroFix (Housecall Pro) shares 90210 with the ServiceTitan demo companies: the guide's example without
+    skills still goes to Bright Spark first (the guide's expectations hold); a skill only ElectroFix has routes
+    to it, pending delivery through its Housecall Pro connection."""
+    with session_factory() as session, session.begin():
+        plain = _refer(session, [])
+        lighting = _refer(session, ["lighting"])
+        assert plain.routings[0].receiving_company_id == demo_company_id("bright-spark")
+        [routing] = lighting.routings
+        assert routing.receiving_company_id == demo_company_id("electrofix") and routing.status == "pending"
+        conn = session.scalars(
+            select(ProviderConnection).where(ProviderConnection.company_id == demo_company_id("electrofix"))
+        ).one()
+        assert conn.provider == "housecallpro" and conn.enabled and conn.delivery_mode == "lead"
+        assert directory.credentials(conn, TEST_SECRET_KEY) == {"api_key": DEMO_HCP_ACCOUNTS[0].api_key}

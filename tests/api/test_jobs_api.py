@@ -53,6 +53,8 @@ def test_guide_example_returns_job_and_routing(demo, client: httpx.Client) -> No
     [
         ("90210", ["plumbing"], "sunset-plumbing"),
         ("90210", ["electrical"], "bright-spark"),
+        ("90210", ["lighting"], "electrofix"),  # the Housecall Pro demo company: a skill only it has
+        ("90210", ["generator"], "electrofix"),
         ("78701", ["hvac"], "cool-breeze"),
         ("78704", ["roofing"], "lone-star-roofing"),
         ("10002", ["pest_control"], "empire-pest"),
