@@ -73,7 +73,7 @@ def test_job_completed_in_housecall_pro_reaches_the_routing(
     summary = run(database_url, lambda e: deliver_batch(e, engine_settings, company_id, "run-hcp-webhooks"))
     assert summary.outcomes.get("synced") == 1, summary
     with db.connect() as conn:
-        job_id = conn.execute(text("SELECT external_id FROM job_routings WHERE id = :r"), {"r": rid}).scalar_one()
+        job_id: str = conn.execute(text("SELECT external_id FROM job_routings WHERE id = :r"), {"r": rid}).scalar_one()
 
     conn_id = connection_id(db, company_id)
     configure(db, conn_id, HCP_SECRET)  # Housecall Pro's defaults: Api-Signature, hex, Api-Timestamp signed
