@@ -24,6 +24,7 @@ DAGSTER_WEBSERVER_CONNECTIONS = 4
 DAGSTER_PER_RUN_CONNECTIONS = 1  # a run worker's event writes (main thread) and its cancel watch, rarely together
 CODE_SERVER_SENSOR_THREADS = 4  # sensor evaluations at once (dagster.yaml sensors.num_workers)
 API_HEALTH_POOL = 2  # integration_core.operations.health: one small pool for all provider checks
+API_WEBHOOK_APPLIER = 1  # integration_core.webhooks.apply.InboxApplier: one connection while events arrive
 
 
 class BudgetLine(BaseModel):
@@ -56,9 +57,9 @@ def plan(settings: Settings) -> list[BudgetLine]:
         ),
         BudgetLine(
             component="API",
-            connections=app_pool + API_HEALTH_POOL,
+            connections=app_pool + API_HEALTH_POOL + API_WEBHOOK_APPLIER,
             how=f"{settings.db_pool_size} DB_POOL_SIZE + {settings.db_max_overflow} DB_MAX_OVERFLOW "
-            f"+ {API_HEALTH_POOL} health checks",
+            f"+ {API_HEALTH_POOL} health checks + {API_WEBHOOK_APPLIER} webhook applier",
         ),
         BudgetLine(
             component="Dagster daemon",
