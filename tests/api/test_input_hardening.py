@@ -168,3 +168,9 @@ def test_a_job_matches_a_company_whatever_the_skill_spelling(demo: Any, client: 
     r = client.post("/api/jobs/", json=_job(required_skills=["Water Heater", "water-heater", "water_heater"]))
     assert r.status_code == 201, r.text
     assert r.json()["required_skills"] == ["water_heater"]
+
+
+def test_the_webhook_inbox_admin_refuses_nul_and_huge_ids(client: httpx.Client, db: Engine) -> None:
+    assert ["query", "provider"] in _error_locs(client.get("/api/admin/webhooks/events", params={"provider": NUL}))
+    assert ["body", "ids"] in _error_locs(client.post("/api/admin/webhooks/replay", json={"ids": [2**63]}))
+    assert client.post("/api/admin/webhooks/replay", json={"ids": [2**63 - 1]}).status_code == 200

@@ -125,13 +125,15 @@ class Strategies:
             size = {"min_size": schema.get("minLength", 0), "max_size": min(schema.get("maxLength", 30), 30)}
             # mostly printable text (reaching the handlers), some of anything (NUL, control characters, …)
             printable = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), **size)
-            return st.one_of(printable, printable, printable, st.text(**size))
+            nul = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=5).map(lambda t: t + "\x00")
+            return st.one_of(printable, printable, printable, st.text(**size), nul)
         if kind == "integer":
             lo = schema.get(
                 "minimum", schema.get("exclusiveMinimum", -(2**64)) + (1 if "exclusiveMinimum" in schema else 0)
             )
             hi = schema.get("maximum", 2**64)  # beyond bigint too: refused at validation, never by the database
-            return st.integers(min_value=lo, max_value=hi)
+            edges = [v for v in (2**31, 2**63 - 1, 2**63, -(2**63) - 1) if lo <= v <= hi]
+            return st.integers(min_value=lo, max_value=hi) | (st.sampled_from(edges) if edges else st.nothing())
         if kind == "number":
             return st.floats(
                 min_value=schema.get("minimum", schema.get("exclusiveMinimum")),
@@ -158,7 +160,8 @@ class Strategies:
                 named = NAMED.get(p["name"], st.nothing())
                 path_params[p["name"]] = (
                     named
-                    | self.for_schema(schema).map(str)
+                    # a "/" would make another path (or a redirect to one), not another value
+                    | self.for_schema(schema).map(str).filter(lambda v: "/" not in v)
                     | st.text(
                         alphabet=st.characters(blacklist_characters="/?#%", blacklist_categories=["Cs"]),
                         min_size=1,
@@ -166,7 +169,7 @@ class Strategies:
                     )
                 )
             elif p["in"] == "query":
-                query[p["name"]] = self.for_schema(schema).map(_query_value) | st.text(max_size=10)
+                query[p["name"]] = self.for_schema(schema).map(_query_value) | st.text(max_size=10) | st.just("a\x00")
             elif p["in"] == "header" and p["name"].lower() != "authorization":
                 headers[p["name"]] = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40)
         body: st.SearchStrategy[Any] = st.just(None)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -29,6 +29,7 @@ from integration_core.api.deps import SessionDep, SettingsDep, require_token
 from integration_core.crypto import SecretDecryptionError
 from integration_core.db.engine import session_scope
 from integration_core.errors import InvalidInput, NotFound
+from integration_core.schemas import InputModel, Text
 from integration_core.settings import Settings
 from integration_core.webhooks import endpoints, events, inbox
 from integration_core.webhooks.apply import InboxApplier
@@ -247,10 +248,8 @@ async def generic(request: Request, connection: str | None = _CONNECTION) -> JSO
 admin_router = APIRouter(prefix="/api/admin/webhooks", tags=["admin"], dependencies=[Depends(require_token)])
 
 
-class WebhookEndpointIn(BaseModel):
+class WebhookEndpointIn(InputModel):
     """A connection's webhook settings. `secret` is write-only (stored encrypted, never returned)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     secret: str = Field(min_length=endpoints.MIN_SECRET_LENGTH, max_length=256)
     signature_header: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -260,9 +259,7 @@ class WebhookEndpointIn(BaseModel):
     enabled: bool = True
 
 
-class ReplayIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReplayIn(InputModel):
     ids: list[int] | None = Field(None, max_length=10_000)
     status: Literal["unmatched", "error", "applied"] | None = None
     provider: Literal["servicetitan", "housecallpro", "generic"] | None = None
@@ -278,7 +275,7 @@ def inbox_summary(session: SessionDep) -> dict[str, Any]:
 @admin_router.get("/events")
 def inbox_events(
     session: SessionDep,
-    provider: Annotated[str | None, Query(max_length=32)] = None,
+    provider: Annotated[Text | None, Query(max_length=32)] = None,
     status: Annotated[Literal["received", "applied", "unmatched", "error"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
