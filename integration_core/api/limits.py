@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -102,7 +100,3 @@ class BodySizeLimit:
         start, body = _reply(status, detail)
         await send(start)
         await send(body)
-
-
-def openapi_413() -> dict[str, Any]:
-    return {"description": "request body larger than the limit (`API_MAX_BODY_BYTES`)"}
