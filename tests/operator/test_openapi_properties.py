@@ -124,8 +124,8 @@ class Strategies:
                 return st.from_regex(schema["pattern"], fullmatch=True)
             size = {"min_size": schema.get("minLength", 0), "max_size": min(schema.get("maxLength", 30), 30)}
             # mostly printable text (reaching the handlers), some of anything (NUL, control characters, …)
-            printable = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), **size)
-            nul = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=5).map(lambda t: t + "\x00")
+            printable = st.text(alphabet=st.characters(blacklist_categories=["Cc", "Cs"]), **size)
+            nul = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=5).map(lambda t: t + "\x00")
             return st.one_of(printable, printable, printable, st.text(**size), nul)
         if kind == "integer":
             lo = schema.get(
