@@ -232,7 +232,7 @@ def test_the_app_takes_only_transaction_scoped_advisory_locks() -> None:
     calls: list[tuple[Path, str]] = []
     for path in [*(ROOT / "integration_core").rglob("*.py"), *(ROOT / "pipelines").rglob("*.py")]:
         calls += [(path, m) for m in re.findall(r"pg_(?:try_)?advisory_\w*lock\w*", path.read_text())]
-    assert (ROOT / "integration_core" / "intake.py", "pg_advisory_xact_lock") in calls
+    assert (ROOT / "integration_core" / "referrals" / "intake.py", "pg_advisory_xact_lock") in calls
     session_scoped = [(str(p.relative_to(ROOT)), name) for p, name in calls if "xact" not in name]
     assert session_scoped == [], "session advisory locks are not released at COMMIT under transaction pooling"
 
@@ -335,7 +335,7 @@ def test_session_state_leaks_between_clients_under_transaction_pooling(bouncer: 
 
 
 SESSION_STATE = re.compile(
-    r"^\s*(SET\s+(?!LOCAL\b)|RESET\b|DISCARD\b|LISTEN\b|UNLISTEN\b|PREPARE\b|DEALLOCATE\b|CREATE\s+TEMP|"
+    r"^\s*(SET\s+(?!LOCAL\b|NULL$|DEFAULT$)|RESET\b|DISCARD\b|LISTEN\b|UNLISTEN\b|PREPARE\b|DEALLOCATE\b|CREATE\s+TEMP|"
     r"DECLARE\b.*\bWITH\s+HOLD\b)"
     r"|set_config\([^)]*,\s*false\s*\)",
     re.S,
