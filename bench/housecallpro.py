@@ -2,11 +2,11 @@
 
 `throughput_hcp_<mode>_latency_<ms>ms`: one Housecall Pro account whose sandbox budget is R = 20 requests/s, the
 sandbox answering after 50 ms / 300 ms, `routings` referrals for distinct homeowners delivered by `drain` (each
-delivery: one customer search, one customer create, the lead or job = 3 requests; so 700 routings ≈ the 2,000
-requests of the ServiceTitan scenario). `budget_ratio` = requests accepted by the sandbox per second (first to
-last) ÷ R; `unhonoured_429` = 429s the sandbox served (the client paces itself under the budget); `duplicates`
-from the sandbox's records per marker, `lost` = routings left unsynced. Target: ratio ≥ 0.90, 0 unhonoured,
-0 duplicates, 0 lost.
+delivery of a new homeowner with a phone and no e-mail: a search by phone, one by name, the customer, the lead =
+4 requests; so 700 routings ≈ 2,800 requests, a run as long as the ServiceTitan scenario's 2,000).
+`budget_ratio` = requests accepted by the sandbox per second (first to last) ÷ R; `unhonoured_429` = 429s the
+sandbox served (the client paces itself under the budget); `duplicates` from the sandbox's records per marker,
+`lost` = routings left unsynced. Target: ratio ≥ 0.90, 0 unhonoured, 0 duplicates, 0 lost.
 """
 
 from __future__ import annotations
