@@ -10,7 +10,8 @@ LEASE_GRACE_SECONDS = 120.0
 
 
 @dg.asset_check(
-    asset=referral_deliveries, description="No lease expired and left unreconciled (reconcile is running and keeping up)."
+    asset=referral_deliveries,
+    description="No lease expired and left unreconciled (reconcile is running and keeping up).",
 )
 def no_expired_leases(integration: IntegrationResource) -> dg.AssetCheckResult:
     with integration.session() as session:
