@@ -83,6 +83,7 @@ def test_sensor_adds_only_new_partitions_and_one_run_per_idle_company(
     assert list(add.partition_keys) == [keys[new]]
     assert sorted(str(r.partition_key) for r in result.run_requests) == sorted(keys[c] for c in (*known, new))
     assert all(r.tags[SENSOR_TRIGGER_TAG] == "sensor" and r.tags["tenant"] for r in result.run_requests)
+    assert all(r.tags["provider"] == "servicetitan" for r in result.run_requests)  # runs name their provider
     assert {r.tags[COMPANY_ID_TAG] for r in result.run_requests} == {str(c) for c in (*known, new)}
     assert result.cursor == "8"
     assert {r.run_key for r in result.run_requests} == {f"{keys[c]}:8" for c in (*known, new)}
