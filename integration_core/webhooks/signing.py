@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -66,9 +67,14 @@ def parse_timestamp(raw: str) -> datetime | None:
     except ValueError:
         pass
     else:
+        if not math.isfinite(seconds):
+            return None  # "nan", "inf": not a time (and no exception: a 401, never a 500)
         if seconds > 1e11:  # milliseconds
             seconds /= 1000
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None  # beyond what a datetime holds
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
