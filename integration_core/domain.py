@@ -72,3 +72,12 @@ class AttemptOutcome(enum.StrEnum):
     unknown = "unknown"  # the request may have reached the provider
     auth_failed = "auth_failed"
     abandoned = "abandoned"  # lease expired before the attempt finished (reconcile closes it)
+
+
+class WebhookEventStatus(enum.StrEnum):
+    """A stored webhook event (`webhook_events.status`, docs/webhooks.md)."""
+
+    received = "received"  # stored, waiting to be applied
+    applied = "applied"
+    unmatched = "unmatched"  # no delivered routing of ours (kept, requeued when its record becomes known)
+    error = "error"  # failed WEBHOOK_MAX_APPLY_ATTEMPTS times

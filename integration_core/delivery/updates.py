@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from integration_core.delivery.connections import ProviderFactory, enabled_connection, open_connection
+from integration_core.domain import JobStatus, RoutingStatus
 from integration_core.providers.base import ExternalUpdate, ProviderError
 from integration_core.settings import Settings
 
@@ -42,9 +43,9 @@ class PullSummary:
 
 
 _COLUMNS = "SELECT id, job_id, external_status, external_refs, completed_at, revenue FROM job_routings"
-_MATCH = """
-       AND status = 'synced'
-       AND (id = :marker OR (external_id = :external_id AND external_refs->>'kind' = :kind){job_ref})
+_MATCH = f"""
+       AND status = '{RoutingStatus.synced}'
+       AND (id = :marker OR (external_id = :external_id AND external_refs->>'kind' = :kind){{job_ref}})
      ORDER BY (id = :marker) DESC NULLS LAST
      LIMIT 1
      FOR UPDATE
@@ -54,8 +55,13 @@ _FIND_ROUTING = text(f"{_COLUMNS} WHERE receiving_company_id = :company {_MATCH.
 _FIND_ROUTING_BY_JOB_REF = text(
     f"{_COLUMNS} WHERE receiving_company_id = :company {_MATCH.format(job_ref=_BY_JOB_REF)}"
 )
-# an event that names no connection (the generic webhook without ?connection=): any company's routing
-_FIND_ROUTING_ANY_COMPANY = text(f"{_COLUMNS} WHERE true {_MATCH.format(job_ref=_BY_JOB_REF)}")
+# an event that names no connection (the generic webhook without ?connection=, development only): a routing of any
+# company, but only of a company connected to the provider the event names (it never moves another provider's)
+_FIND_ROUTING_ANY_COMPANY = text(
+    f"""{_COLUMNS} WHERE EXISTS (SELECT 1 FROM provider_connections pc
+                                 WHERE pc.company_id = job_routings.receiving_company_id AND pc.provider = :provider)
+    {_MATCH.format(job_ref=_BY_JOB_REF)}"""
+)
 _UPDATE_ROUTING = text(
     """
     UPDATE job_routings
@@ -64,29 +70,56 @@ _UPDATE_ROUTING = text(
     """
 ).bindparams(bindparam("refs", type_=JSONB))
 _COMPLETE_JOB = text(
-    """
-    UPDATE jobs SET status = 'completed', completed_at = coalesce(completed_at, :completed_at, clock_timestamp())
-     WHERE id = :job_id AND status <> 'completed'
+    f"""
+    UPDATE jobs SET status = '{JobStatus.completed}',
+           completed_at = coalesce(completed_at, :completed_at, clock_timestamp())
+     WHERE id = :job_id AND status <> '{JobStatus.completed}'
     """
 )
 _CANCEL_JOB_IF_ALL_FINAL = text(
-    """
-    UPDATE jobs SET status = 'canceled'
-     WHERE id = :job_id AND status = 'routed'
+    f"""
+    UPDATE jobs SET status = '{JobStatus.canceled}'
+     WHERE id = :job_id AND status = '{JobStatus.routed}'
        AND NOT EXISTS (
            SELECT 1 FROM job_routings r WHERE r.job_id = :job_id
               AND (r.external_status IS NULL OR r.external_status NOT IN ('canceled', 'dismissed')))
     """
 )
 _OLDEST_SYNC = text(
-    "SELECT min(synced_at) FROM job_routings WHERE receiving_company_id = :company AND status = 'synced'"
+    "SELECT min(synced_at) FROM job_routings WHERE receiving_company_id = :company "
+    f"AND status = '{RoutingStatus.synced}'"
 )
 _SET_CURSOR = text("UPDATE provider_connections SET updates_cursor = :cursor WHERE id = :id")
 
 
 ApplyOutcome = Literal["changed", "unchanged", "stale", "unmatched"]
 # ordering stamps kept in external_refs: the provider time of the record the status / the revenue was read from
-_STAMPS = ("status_at", "revenue_at")
+# and where the revenue came from (`revenue_source`): bookkeeping, not a change of the routing
+_STAMPS = ("status_at", "revenue_at", "revenue_source")
+# a ServiceTitan job's revenue summed from the invoice events in the webhook inbox (webhooks/apply.py); the pull
+# writes REVENUE_FROM_PULL (every invoice of the job, read from the provider)
+REVENUE_FROM_WEBHOOK_INVOICES = "webhook_invoices"
+REVENUE_FROM_PULL = "pull"
+REVENUE_FROM_EVENT = "webhook"  # any other event that carries a revenue (Housecall Pro's job total, generic)
+# two observations of one record at the same instant: the later stage of the work wins, whichever arrives first
+# (deterministic); a final status outranks any open one, completion outranks cancellation
+_STATUS_ORDER = {
+    s: i
+    for i, s in enumerate(
+        (
+            "new",
+            "accepted",
+            "converted",
+            "scheduled",
+            "dispatched",
+            "hold",
+            "in_progress",
+            "dismissed",
+            "canceled",
+            "completed",
+        )
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -123,6 +156,7 @@ async def apply_update(
     revenue_only: bool = False,
     job_ref: str | None = None,
     observed_at: datetime | None = None,
+    provider: str | None = None,
 ) -> Applied:
     """Write one observed change back to its routing: the ONE path of the status pull and of webhook events.
 
@@ -131,11 +165,16 @@ async def apply_update(
     speaks for it; the booking's own status never overwrites the job's); the revenue moves only to a newer
     observation (a pull observes "now": ``observed_at``). Writing what the routing already says changes nothing.
     ``job_ref`` also matches a routing by the provider's job id in its refs (an invoice event knows only that);
-    ``revenue_only`` leaves status and completion alone. The caller owns the transaction.
+    ``revenue_only`` leaves status and completion alone. Without ``company_id`` (an event that names no
+    connection) only a routing of a company connected to ``provider`` matches (none when it is not given).
+    The caller owns the transaction.
     """
     params: dict[str, Any] = {"marker": u.marker, "external_id": u.external_id, "kind": u.kind}
+    source = str(u.refs.get("revenue_source") or REVENUE_FROM_EVENT)
     if company_id is None:
-        found = await conn.execute(_FIND_ROUTING_ANY_COMPANY, {**params, "job_ref": job_ref})
+        if provider is None:
+            return Applied("unmatched")
+        found = await conn.execute(_FIND_ROUTING_ANY_COMPANY, {**params, "job_ref": job_ref, "provider": provider})
     elif job_ref is None:
         found = await conn.execute(_FIND_ROUTING, {**params, "company": company_id})
     else:
@@ -144,7 +183,7 @@ async def apply_update(
     if row is None:
         return Applied("unmatched")
     current_refs: dict[str, Any] = dict(row["external_refs"] or {})
-    new_refs: dict[str, Any] = {str(k): v for k, v in u.refs.items()}
+    new_refs: dict[str, Any] = {str(k): v for k, v in u.refs.items() if k != "revenue_source"}
     status: str | None = row["external_status"]
     completed_at: datetime | None = row["completed_at"]
     revenue: Decimal | None = row["revenue"]
@@ -157,6 +196,13 @@ async def apply_update(
             pass  # the job converted from our booking speaks for it now
         elif current_source == u.read_from and status_at is not None and modified_on < status_at:
             stale = True  # an older observation of the same record: never regress
+        elif (
+            current_source == u.read_from
+            and status_at is not None
+            and modified_on == status_at
+            and _STATUS_ORDER.get(u.external_status, -1) < _STATUS_ORDER.get(str(status), -1)
+        ):
+            stale = True  # the same instant: the later stage wins whatever order the two arrive in
         else:
             status = u.external_status
             new_refs["status_source"] = u.read_from
@@ -171,6 +217,7 @@ async def apply_update(
         elif u.revenue != revenue or revenue_at is None:
             revenue = u.revenue
             new_refs["revenue_at"] = key.isoformat()
+            new_refs["revenue_source"] = REVENUE_FROM_PULL if observed_at is not None else source
     merged = {**current_refs, **new_refs}
     changed = (
         status != row["external_status"]

@@ -11,18 +11,21 @@ that tells us the job is ours).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from integration_core.db.engine import connect_args, resolve_database_url
-from integration_core.delivery.updates import apply_update
+from integration_core.delivery.updates import REVENUE_FROM_WEBHOOK_INVOICES, apply_update
+from integration_core.domain import ProviderName, WebhookEventStatus
 from integration_core.providers.base import redact
 from integration_core.settings import Settings
 from integration_core.webhooks import events
@@ -32,13 +35,13 @@ log = logging.getLogger(__name__)
 IDLE_EXIT_SECONDS = 60.0  # the API's applier thread (and its one connection) ends after this long without events
 
 _BATCH = text(
-    """
+    f"""
     SELECT id, provider, company_id, payload, received_at, attempts FROM webhook_events
-     WHERE status = 'received'
+     WHERE status = '{WebhookEventStatus.received}'
      ORDER BY received_at, id
      LIMIT :limit
      FOR UPDATE SKIP LOCKED
-    """
+    """  # noqa: S608 - state names from the domain enums only
 )
 _DONE = text(
     """
@@ -50,11 +53,24 @@ _DONE = text(
 _FAILED = text(
     "UPDATE webhook_events SET status = :status, attempts = attempts + 1, last_error = :error WHERE id = :id"
 )
+# the newest version of every invoice of one ServiceTitan job that the inbox has seen (any state: a stored event
+# is a fact the provider told us, whether or not it was applied yet)
+_JOB_INVOICES = text(
+    f"""
+    SELECT DISTINCT ON (payload->'data'->>'id')
+           payload->'data'->>'total' AS total, lower(event_type) AS event_type, occurred_at
+      FROM webhook_events
+     WHERE provider = '{ProviderName.servicetitan}' AND company_id = :company AND external_id = :job
+       AND lower(event_type) LIKE 'invoice.%'
+     ORDER BY payload->'data'->>'id', occurred_at DESC NULLS LAST, id DESC
+    """  # noqa: S608 - names from the domain enums only
+)
 _REQUEUE = text(
-    """
-    UPDATE webhook_events SET status = 'received'
-     WHERE status = 'unmatched' AND company_id = :company AND external_id = ANY(:ids) AND id <> :id
-    """
+    f"""
+    UPDATE webhook_events SET status = '{WebhookEventStatus.received}'
+     WHERE status = '{WebhookEventStatus.unmatched}' AND company_id = :company AND external_id = ANY(:ids)
+       AND id <> :id
+    """  # noqa: S608 - state names from the domain enums only
 )
 
 
@@ -69,14 +85,49 @@ class ApplySummary:
     by_provider: Counter[str] = field(default_factory=Counter)
 
 
+async def _job_revenue(conn: AsyncConnection, company: uuid.UUID, change: events.Change) -> events.Change:
+    """A ServiceTitan invoice event speaks for one invoice, but a job's revenue is the sum of its invoices (as
+    the pull reads it). The revenue written is the sum of the newest version of every invoice of that job the
+    inbox holds (a deleted/voided one counts 0), at the newest of their times; never one invoice's total alone.
+    The status pull re-reads the job (its invoice changed since the pull's cursor) and its figure, observed
+    later, wins if an invoice never reached us as a webhook (docs/webhooks.md)."""
+    job = change.job_ref
+    if job is None:
+        return change
+    rows = (await conn.execute(_JOB_INVOICES, {"company": company, "job": job})).mappings().all()
+    total = Decimal("0.00")
+    at = change.update.modified_on
+    for r in rows:
+        if r["occurred_at"] is not None:
+            at = max(at, r["occurred_at"])
+        if r["event_type"].endswith((".deleted", ".voided", ".void")):
+            continue
+        amount = events.money(r["total"])
+        if amount is not None:
+            total += amount
+    refs = {**change.update.refs, "revenue_source": REVENUE_FROM_WEBHOOK_INVOICES}
+    return dataclasses.replace(
+        change, update=dataclasses.replace(change.update, revenue=total, modified_on=at, refs=refs)
+    )
+
+
 async def _apply_one(conn: AsyncConnection, row: Any, summary: ApplySummary) -> str:
     company: uuid.UUID | None = row["company_id"]
     todo = events.changes(row["provider"], row["payload"], received_at=row["received_at"])
+    # an event of no connection (generic, development only) touches only routings of the provider it names
+    named = row["payload"].get("provider") if company is None else None
     matched = False
     ids: set[str] = set()
     for change in todo:
+        if row["provider"] == ProviderName.servicetitan and change.revenue_only and company is not None:
+            change = await _job_revenue(conn, company, change)
         result = await apply_update(
-            conn, company, change.update, revenue_only=change.revenue_only, job_ref=change.job_ref
+            conn,
+            company,
+            change.update,
+            revenue_only=change.revenue_only,
+            job_ref=change.job_ref,
+            provider=named if isinstance(named, str) else None,
         )
         if result.outcome == "unmatched":
             continue
@@ -89,7 +140,7 @@ async def _apply_one(conn: AsyncConnection, row: Any, summary: ApplySummary) -> 
     if matched and company is not None and ids:
         requeued = await conn.execute(_REQUEUE, {"company": company, "ids": sorted(ids), "id": row["id"]})
         summary.requeued += int(getattr(requeued, "rowcount", 0) or 0)
-    return "applied" if matched or not todo else "unmatched"
+    return WebhookEventStatus.applied if matched or not todo else WebhookEventStatus.unmatched
 
 
 async def apply_inbox(
@@ -108,18 +159,25 @@ async def apply_inbox(
                 try:
                     async with conn.begin_nested():
                         status = await _apply_one(conn, row, summary)
-                        error = None if status == "applied" else "no delivered routing matches this record"
+                        error = (
+                            None if status == WebhookEventStatus.applied else "no delivered routing matches this record"
+                        )
                         await conn.execute(_DONE, {"id": row["id"], "status": status, "error": error})
                 except Exception as exc:  # one bad event never blocks the others
                     final = row["attempts"] + 1 >= settings.webhook_max_apply_attempts
                     message = redact(f"{type(exc).__name__}: {exc}")[:500]
                     log.warning("webhook event %s failed to apply: %s", row["id"], type(exc).__name__)
                     await conn.execute(
-                        _FAILED, {"id": row["id"], "status": "error" if final else "received", "error": message}
+                        _FAILED,
+                        {
+                            "id": row["id"],
+                            "status": WebhookEventStatus.error if final else WebhookEventStatus.received,
+                            "error": message,
+                        },
                     )
                     summary.errors += 1
                     continue
-                if status == "applied":
+                if status == WebhookEventStatus.applied:
                     summary.applied += 1
                 else:
                     summary.unmatched += 1
@@ -133,7 +191,8 @@ async def oldest_unapplied_age(engine: AsyncEngine) -> float | None:
         age = (
             await conn.execute(
                 text(
-                    "SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events WHERE status = 'received'"
+                    "SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events "  # noqa: S608
+                    f"WHERE status = '{WebhookEventStatus.received}'"
                 )
             )
         ).scalar()

@@ -115,7 +115,7 @@ def _id(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) and str(value).strip() else None
 
 
-def _money(value: Any, *, cents: bool = False) -> Decimal | None:
+def money(value: Any, *, cents: bool = False) -> Decimal | None:
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -177,7 +177,7 @@ def describe(provider: str, payload: Any) -> EventInfo:
     status = data.get("status")
     if status is not None and status not in KNOWN_STATUSES:
         raise PayloadError("data.status", f"must be one of {', '.join(sorted(KNOWN_STATUSES))}")
-    if data.get("revenue") is not None and _money(data.get("revenue")) is None:
+    if data.get("revenue") is not None and money(data.get("revenue")) is None:
         raise PayloadError("data.revenue", "must be a number >= 0")
     timestamp = payload.get("timestamp")
     occurred = parse_time(timestamp)
@@ -257,7 +257,7 @@ def _servicetitan(payload: dict[str, Any], received_at: datetime) -> list[Change
     if entity == "invoice":
         job = data.get("job") or {}
         job_id = _id(job.get("id")) if isinstance(job, dict) else None
-        total = _money(data.get("total"))
+        total = money(data.get("total"))
         if job_id is None or total is None:
             return []
         update = ExternalUpdate(
@@ -284,7 +284,7 @@ def _housecallpro(payload: dict[str, Any], received_at: datetime) -> list[Change
         stamps = record.get("work_timestamps") or {}
         completed_at = parse_time(stamps.get("completed_at")) if isinstance(stamps, dict) else None
         # the job's total (integer cents) on completion; the pull sums its invoices, which says the same
-        revenue = _money(record.get("total_amount"), cents=True) if status == "completed" else None
+        revenue = money(record.get("total_amount"), cents=True) if status == "completed" else None
         refs: dict[str, int | str] = {"job_id": record_id}
         if record.get("invoice_number"):
             refs["invoice_number"] = str(record["invoice_number"])
@@ -326,7 +326,7 @@ def _generic(payload: dict[str, Any], received_at: datetime) -> list[Change]:
         return []
     at = parse_time(payload.get("timestamp")) or received_at
     status = data.get("status")
-    revenue = _money(data.get("revenue"))
+    revenue = money(data.get("revenue"))
     if status not in KNOWN_STATUSES and revenue is None:
         return []
     kind: WorkItemKind = "job" if data.get("kind") == "job" else "booking"

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
+from integration_core.domain import WebhookEventStatus
 from integration_core.webhooks.events import EventInfo
 
 _INSERT = text(
@@ -91,7 +92,10 @@ def summary(conn: Connection) -> dict[str, Any]:
     ).mappings():
         counts.setdefault(str(row["provider"]), {})[str(row["status"])] = int(row["n"])
     oldest = conn.execute(
-        text("SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events WHERE status = 'received'")
+        text(
+            "SELECT extract(epoch FROM now() - min(received_at)) FROM webhook_events "  # noqa: S608
+            f"WHERE status = '{WebhookEventStatus.received}'"
+        )
     ).scalar()
     last_error = (
         conn.execute(
@@ -117,7 +121,7 @@ def summary(conn: Connection) -> dict[str, Any]:
     ]
     return {
         "events": counts,
-        "unapplied": sum(c.get("received", 0) for c in counts.values()),
+        "unapplied": sum(c.get(WebhookEventStatus.received, 0) for c in counts.values()),
         "oldest_unapplied_age_s": round(float(oldest), 1) if oldest is not None else None,
         "last_error": (
             {**dict(last_error), "received_at": last_error["received_at"].isoformat()} if last_error else None
@@ -167,12 +171,13 @@ def replay(
         raise ValueError("name event ids or a status to replay")
     result = conn.execute(
         text(
-            """
-            UPDATE webhook_events SET status = 'received', attempts = 0, last_error = NULL, applied_at = NULL
+            f"""
+            UPDATE webhook_events SET status = '{WebhookEventStatus.received}', attempts = 0, last_error = NULL,
+                   applied_at = NULL
              WHERE (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[])))
                AND (CAST(:status AS text) IS NULL OR status = :status)
                AND (CAST(:provider AS text) IS NULL OR provider = :provider)
-            """
+            """  # noqa: S608 - state names from the domain enums only
         ),
         {"ids": ids or None, "status": status, "provider": provider},
     )

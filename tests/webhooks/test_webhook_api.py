@@ -277,7 +277,7 @@ def test_generic_payload_with_header_or_body_signature(db, database_url, wh, wh_
     company, _conn = receiver
     rid = synced_routing(db, world, company, external_id="5006")
     payload = {
-        "provider": "legacy-crm",
+        "provider": "servicetitan",  # without ?connection=: the provider whose routings it may touch
         "event_type": "job.completed",
         "external_id": "5006",
         "data": {"status": "completed", "revenue": 99.5, "completed_at": "2026-12-01T12:00:00Z"},

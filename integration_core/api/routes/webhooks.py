@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from integration_core.api.deps import SessionDep, SettingsDep, require_token
 from integration_core.crypto import SecretDecryptionError
 from integration_core.db.engine import session_scope
+from integration_core.domain import ProviderName
 from integration_core.errors import InvalidInput, NotFound
 from integration_core.schemas import InputModel, Text
 from integration_core.settings import Settings
@@ -41,6 +42,9 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 _applier_lock = threading.Lock()
 
 GENERIC_HEADER = endpoints.DEFAULTS["generic"].signature_header
+# where /webhooks/generic may go without ?connection= (WEBHOOK_GENERIC_SECRET, shared by every company)
+SHARED_SECRET_ENVIRONMENTS = ("development", "test")
+_PROVIDERS = frozenset(p.value for p in ProviderName)
 _CONNECTION = Query(
     None,
     description="the provider connection's id (register the URL with it: `/webhooks/servicetitan?connection=<id>`)",
@@ -108,16 +112,18 @@ def _parse(body: bytes) -> Any:
         raise _Refused(400, "malformed", "body is not valid JSON") from None
 
 
-def _canonical_signature_ok(payload: dict[str, Any], secret: str) -> bool:
+def _canonical_signed(payload: dict[str, Any], secret: str) -> bytes | None:
     """The generic payload's own `signature` field: HMAC-SHA256 (hex) of the payload without that field, as
-    compact JSON with sorted keys (for senders that cannot set a header)."""
+    compact JSON with sorted keys (for senders that cannot set a header). Returns that signed message when the
+    signature is valid (None otherwise): it, not the raw body, is what the sender vouched for, so it is also
+    what dedup hashes (the same event re-spaced or re-ordered is a duplicate, not a new event)."""
     given = payload.get("signature")
     if not isinstance(given, str) or not given:
-        return False
+        return None
     rest = {k: v for k, v in payload.items() if k != "signature"}
     message = json.dumps(rest, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
     expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
+    return message if hmac.compare_digest(given.strip().lower().encode("utf-8"), expected.encode()) else None
 
 
 async def _count(engine: Engine, provider: str, connection_key: str, reason: str) -> None:
@@ -153,9 +159,14 @@ async def _receive(request: Request, provider: str, connection: str | None) -> J
         if provider != "generic" and (endpoint is None or endpoint.provider != provider or not endpoint.enabled):
             raise _Refused(401, "unknown_connection", "unknown connection or no webhook configured for it")
         payload: Any = None
+        dedup_body = body  # what the dedup hash covers when the event has no id: what the signature covers
         if provider == "generic" and endpoint is None:
             if connection_id is not None:
                 raise _Refused(401, "unknown_connection", "unknown connection or no webhook configured for it")
+            if settings.environment not in SHARED_SECRET_ENVIRONMENTS:
+                # one shared secret for every company is a development convenience: in staging and production a
+                # generic sender names its connection (and signs with that connection's own secret)
+                raise _Refused(401, "connection_required", "name the connection: /webhooks/generic?connection=<id>")
             secret = settings.webhook_generic_secret
             if secret is None:
                 raise _Refused(401, "not_configured", "WEBHOOK_GENERIC_SECRET is not set: generic webhooks refused")
@@ -170,8 +181,10 @@ async def _receive(request: Request, provider: str, connection: str | None) -> J
                 payload = json.loads(body)
             except (ValueError, UnicodeDecodeError):
                 raise _Refused(401, "missing_signature", f"missing signature header {signing.header}") from None
-            if not isinstance(payload, dict) or not _canonical_signature_ok(payload, signing.secret):
+            signed = _canonical_signed(payload, signing.secret) if isinstance(payload, dict) else None
+            if signed is None:
                 raise _Refused(401, "bad_signature", "missing or wrong signature")
+            dedup_body = signed
         else:
             timestamp = request.headers.get(signing.timestamp_header) if signing.timestamp_header else None
             try:
@@ -185,13 +198,18 @@ async def _receive(request: Request, provider: str, connection: str | None) -> J
         except events.PayloadError as exc:
             await _count(engine, provider, known_key, "invalid_payload")
             return _answer(422, [{"loc": ["body", *exc.field.split(".")], "msg": exc.message, "type": "value_error"}])
+        if endpoint is None and payload.get("provider") not in _PROVIDERS:
+            # no connection: the event can only ever touch routings of the provider it names (apply_update)
+            await _count(engine, provider, known_key, "invalid_payload")
+            message = f"must be one of {', '.join(sorted(_PROVIDERS))} without ?connection="
+            return _answer(422, [{"loc": ["body", "provider"], "msg": message, "type": "value_error"}])
         stored = await run_in_threadpool(
             inbox.store,
             engine,
             provider=provider,
             connection_id=endpoint.connection_id if endpoint else None,
             company_id=endpoint.company_id if endpoint else None,
-            body=body,
+            body=dedup_body,
             payload=payload,
             info=info,
         )
