@@ -25,7 +25,7 @@ def webhook_inbox_sensor(context: dg.SensorEvaluationContext, integration: Integ
     if summary.events:
         context.log.info(
             f"webhooks: {summary.applied} applied ({summary.changed} changed a routing), "
-            f"{summary.unmatched} unmatched, {summary.errors} failed"
+            f"{summary.unmatched} unmatched, {summary.errors} failed, {summary.deferred} deferred (database busy)"
         )
     return dg.SkipReason(
         f"inbox applied: {summary.events} event(s), {summary.applied} applied, {summary.changed} changed, "

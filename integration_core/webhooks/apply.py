@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from integration_core.db.engine import connect_args, resolve_database_url
@@ -82,6 +83,7 @@ class ApplySummary:
     errors: int = 0
     changed: int = 0  # routings whose state moved
     requeued: int = 0
+    deferred: int = 0  # left queued without spending an attempt: the database was busy or unavailable
     by_provider: Counter[str] = field(default_factory=Counter)
 
 
@@ -153,6 +155,7 @@ async def apply_inbox(
         async with engine.begin() as conn:
             rows = (await conn.execute(_BATCH, {"limit": limit})).mappings().all()
             requeued_before = summary.requeued
+            deferred_before = summary.deferred
             for row in rows:
                 summary.events += 1
                 summary.by_provider[row["provider"]] += 1
@@ -163,27 +166,61 @@ async def apply_inbox(
                             None if status == WebhookEventStatus.applied else "no delivered routing matches this record"
                         )
                         await conn.execute(_DONE, {"id": row["id"], "status": status, "error": error})
+                except DBAPIError as exc:
+                    if not _transient(exc):
+                        await _record_failure(conn, row, exc, settings, summary)
+                        continue
+                    # the database, not the event: no attempt is spent, the event stays queued (retried by the
+                    # next run); a connection that is gone fails the next statement and the whole batch rolls back
+                    log.warning("webhook event %s not applied (database busy or unavailable, retried)", row["id"])
+                    summary.deferred += 1
+                    continue
                 except Exception as exc:  # one bad event never blocks the others
-                    final = row["attempts"] + 1 >= settings.webhook_max_apply_attempts
-                    message = redact(f"{type(exc).__name__}: {exc}")[:500]
-                    log.warning("webhook event %s failed to apply: %s", row["id"], type(exc).__name__)
-                    await conn.execute(
-                        _FAILED,
-                        {
-                            "id": row["id"],
-                            "status": WebhookEventStatus.error if final else WebhookEventStatus.received,
-                            "error": message,
-                        },
-                    )
-                    summary.errors += 1
+                    await _record_failure(conn, row, exc, settings, summary)
                     continue
                 if status == WebhookEventStatus.applied:
                     summary.applied += 1
                 else:
                     summary.unmatched += 1
+        if summary.deferred > deferred_before:
+            break  # the database is in trouble: the next run (API nudge or sensor tick) retries
         if len(rows) < limit and summary.requeued == requeued_before:
             break
     return summary
+
+
+# SQLSTATE classes of the database's trouble, not the event's: connection exception, transaction rollback
+# (deadlock, serialization), insufficient resources, operator intervention; and lock_not_available (lock_timeout)
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+_TRANSIENT_STATES = ("55P03",)
+
+
+def _transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return True
+    state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
+
+
+async def _record_failure(
+    conn: AsyncConnection, row: Any, exc: Exception, settings: Settings, summary: ApplySummary
+) -> None:
+    final = row["attempts"] + 1 >= settings.webhook_max_apply_attempts
+    if isinstance(exc, DBAPIError):  # not SQLAlchemy's text: it quotes the statement's parameters
+        first = str(exc.orig).splitlines()[0] if str(exc.orig) else ""
+        message = redact(f"{type(exc.orig).__name__}: {first}")[:500]
+    else:
+        message = redact(f"{type(exc).__name__}: {exc}")[:500]
+    log.warning("webhook event %s failed to apply: %s", row["id"], type(exc).__name__)
+    await conn.execute(
+        _FAILED,
+        {
+            "id": row["id"],
+            "status": WebhookEventStatus.error if final else WebhookEventStatus.received,
+            "error": message,
+        },
+    )
+    summary.errors += 1
 
 
 async def oldest_unapplied_age(engine: AsyncEngine) -> float | None:

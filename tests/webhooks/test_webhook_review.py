@@ -273,3 +273,83 @@ def test_inbox_states_are_the_domain_enum(db: Engine) -> None:
     assert check is not None
     for state in WebhookEventStatus:
         assert f"'{state.value}'" in check
+
+
+def test_a_database_busy_mid_apply_leaves_the_event_queued_without_spending_attempts(
+    db: Engine, database_url: str, wh, wh_settings, world, receiver
+) -> None:
+    """The routing is locked by someone else and the applier's lock_timeout strikes: that is the database's
+    trouble, not the event's; it stays `received` with no attempt spent (never `error` after a few such runs)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from integration_core.webhooks.apply import apply_inbox
+
+    company, conn = receiver
+    rid = synced_routing(db, world, company, external_id="6301")
+    assert (
+        post_signed(wh, f"/webhooks/servicetitan?connection={conn}", _booking_event(6301), ST_SECRET).status_code == 200
+    )
+    settings = with_settings(wh_settings, webhook_max_apply_attempts=2)
+
+    async def apply_with_lock_timeout() -> int:
+        engine = create_async_engine(database_url, connect_args={"options": "-c lock_timeout=200"})
+        try:
+            return (await apply_inbox(engine, settings)).deferred
+        finally:
+            await engine.dispose()
+
+    with db.connect() as holder:
+        holder.execute(text("SELECT 1 FROM job_routings WHERE id = :id FOR UPDATE"), {"id": rid})
+        assert [asyncio.run(apply_with_lock_timeout()) for _ in range(3)] == [1, 1, 1]
+        event = inbox(db)[0]
+        assert (event["status"], event["attempts"], event["last_error"]) == ("received", 0, None)
+        holder.rollback()
+    apply(database_url, wh_settings)
+    assert routing(db, rid)["external_status"] == "accepted"
+    assert inbox(db)[0]["status"] == "applied"
+
+
+def test_the_same_event_delivered_many_times_at_once_is_one_row(db: Engine, wh, receiver) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _company, conn = receiver
+    event = _booking_event(6401)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda _: post_signed(wh, f"/webhooks/servicetitan?connection={conn}", event, ST_SECRET), range(8))
+        )
+    assert sorted(a.json()["status"] for a in answers) == ["duplicate"] * 7 + ["stored"]
+    assert len(inbox(db)) == 1
+
+
+def test_concurrent_appliers_apply_each_event_exactly_once(
+    db: Engine, database_url: str, wh, wh_settings, world, receiver
+) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from integration_core.webhooks.apply import apply_inbox
+
+    company, conn = receiver
+    for n in range(30):
+        synced_routing(db, world, company, external_id=str(6500 + n))
+        r = post_signed(wh, f"/webhooks/servicetitan?connection={conn}", _booking_event(6500 + n), ST_SECRET)
+        assert r.status_code == 200
+    settings = with_settings(wh_settings, webhook_apply_batch_size=4)
+
+    async def main() -> list[int]:
+        engines = [create_async_engine(database_url, pool_size=1, max_overflow=0) for _ in range(4)]
+        try:
+            results = await asyncio.gather(*(apply_inbox(e, settings) for e in engines))
+            return [r.applied for r in results]
+        finally:
+            for e in engines:
+                await e.dispose()
+
+    applied = asyncio.run(main())
+    assert sum(applied) == 30
+    events = inbox(db)
+    assert {e["status"] for e in events} == {"applied"} and {e["attempts"] for e in events} == {1}

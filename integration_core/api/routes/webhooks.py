@@ -152,7 +152,9 @@ async def _receive(request: Request, provider: str, connection: str | None) -> J
                     _load_endpoint, engine, connection_id, settings.secret_key.get_secret_value()
                 )
             except SecretDecryptionError:
-                log.error("webhook secret of connection %s cannot be decrypted with SECRET_KEY", connection_id)
+                log.error(
+                    "webhook secret of connection %s cannot be decrypted with any key of SECRET_KEY(S)", connection_id
+                )
                 raise _Refused(401, "secret_unreadable", "webhook signature cannot be checked") from None
             if endpoint is not None:
                 known_key = str(connection_id)
