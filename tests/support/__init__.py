@@ -6,6 +6,7 @@ Conftest files hold fixtures only; anything a test imports lives here, one modul
 - `db`       the PostgreSQL server a session uses, alembic, table list
 - `sandbox`  the ServiceTitan sandbox: `SandboxHandle` (the one handle type), `TenantCreds`, `TenantClient`,
              request payloads, `serve_sandbox` (the sandbox in its own process)
+- `servicetitan`  connections, referrals and leak checks for the ServiceTitan client and provider tests
 - `world`    `World` (a referring company with a technician), receivers connected to sandbox tenants, routings
 - `delivery` running async engine code on its own event loop
 - `api`, `dagster`, `operator`  the HTTP API over loopback, the Dagster webserver handle, operator builders

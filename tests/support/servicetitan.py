@@ -1,4 +1,5 @@
-"""Builders and checks shared by the client and provider tests (plain functions; fixtures live in the modules)."""
+"""Builders and checks for the ServiceTitan client and provider tests: connections to sandbox tenants, referrals
+with distinctive homeowner data, and the check that no secret or homeowner datum leaks into an error."""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ from integration_core.providers.servicetitan import mapping
 from integration_core.providers.servicetitan.auth import TokenCache
 from integration_core.providers.servicetitan.client import ServiceTitanClient
 from sandboxes.servicetitan.spec import ValidatingTransport
-from tests.providers.servicetitan.client_helpers import assert_safe, connection, delivery_request
 from tests.support.sandbox import SandboxHandle, TenantCreds
+from tests.support.servicetitan import assert_safe, connection, delivery_request
 
 pytestmark = pytest.mark.anyio
 

@@ -26,13 +26,13 @@ from integration_core.providers.servicetitan import mapping
 from integration_core.providers.servicetitan.auth import TokenCache
 from integration_core.providers.servicetitan.provider import ServiceTitanProvider
 from sandboxes.servicetitan.spec import ValidatingTransport
-from tests.providers.servicetitan.client_helpers import (
+from tests.support.sandbox import SandboxHandle, TenantCreds
+from tests.support.servicetitan import (
     assert_safe,
     connection,
     delivery_request,
     unique_homeowner,
 )
-from tests.support.sandbox import SandboxHandle, TenantCreds
 
 pytestmark = pytest.mark.anyio
 
