@@ -18,7 +18,8 @@ from tests.support.world import add_receiver, add_routings
 
 TENANTS = 5
 PER_TENANT = 100
-QUIET_DEADLINE_S = 150
+# a liveness bound, not a performance figure: a loaded 2-core machine (or coverage) needs more than 150 s
+QUIET_DEADLINE_S = 300
 
 
 @pytest.mark.parametrize("seed", [11, 23, 47])
@@ -92,7 +93,8 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         rows = (
             conn.execute(
                 text(
-                    "SELECT r.id, r.status, r.external_id, r.last_error_message, c.account_id AS tenant_id FROM job_routings r "
+                    "SELECT r.id, r.status, r.external_id, r.last_error_message, c.account_id AS tenant_id "
+                    "FROM job_routings r "
                     "JOIN provider_connections c ON c.company_id = r.receiving_company_id"
                 )
             )
