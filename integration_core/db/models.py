@@ -204,9 +204,7 @@ class ProviderConnection(Base):
     base_url: Mapped[str | None] = mapped_column(String(500))  # the sandbox's URL (loopback), else the provider's
     account_id: Mapped[str] = mapped_column(String(64), nullable=False)
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
-    secrets_encrypted: Mapped[dict[str, str]] = mapped_column(
-        JSONB, nullable=False, server_default=text("'{}'::jsonb")
-    )
+    secrets_encrypted: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     delivery_mode: Mapped[str] = mapped_column(String(16), nullable=False, server_default="booking")
     rate_limit_per_second: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("60"))
     rate_limit_burst: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("10"))
@@ -475,9 +473,7 @@ class WebhookEvent(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     provider: Mapped[str] = mapped_column(String(32), nullable=False)
-    connection_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("provider_connections.id", ondelete="SET NULL")
-    )
+    connection_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("provider_connections.id", ondelete="SET NULL"))
     company_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     # the provider's event id, else sha256 of the raw body (prefixed with the connection)
     dedup_key: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -192,8 +192,8 @@ async def apply_update(
     if not revenue_only:
         current_source = current_refs.get("status_source")
         status_at = _stamp(current_refs.get("status_at"))
-        if u.read_from == "booking" and current_source == "job":
-            pass  # the job converted from our booking speaks for it now
+        if u.read_from in ("booking", "lead") and current_source == "job":
+            pass  # the job converted from our booking (or lead) speaks for it now
         elif current_source == u.read_from and status_at is not None and modified_on < status_at:
             stale = True  # an older observation of the same record: never regress
         elif (
