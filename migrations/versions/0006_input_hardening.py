@@ -54,7 +54,9 @@ def upgrade() -> None:
             conn.execute(sa.text("DELETE FROM company_skills WHERE id = ANY(:ids)"), {"ids": others})
         if (keep.skill, keep.level, keep.is_primary) != (skill, level, primary):
             conn.execute(
-                sa.text("UPDATE company_skills SET skill = :skill, level = :level, is_primary = :primary WHERE id = :id"),
+                sa.text(
+                    "UPDATE company_skills SET skill = :skill, level = :level, is_primary = :primary WHERE id = :id"
+                ),
                 {"skill": skill, "level": level, "primary": primary, "id": keep.id},
             )
     op.create_check_constraint(op.f(CHECK), "company_skills", CHECK_SQL)

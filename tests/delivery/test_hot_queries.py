@@ -52,9 +52,10 @@ def add(
     """`n` routings of `company` in `status`, next attempt `age` ago (negative: in the future), the i-th one
     `spread` * i later; in insertion (sequence) order."""
     with db.begin() as conn:
-        rows = conn.execute(
-            text(
-                """
+        rows = (
+            conn.execute(
+                text(
+                    """
                     WITH j AS (
                         INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone,
                                           created_by_company_id, created_by_technician_id)
@@ -72,17 +73,20 @@ def add(
                       FROM numbered ORDER BY i
                     RETURNING id, sequence
                     """
-            ),
-            {
-                "ref": world.referrer,
-                "tech": world.technician,
-                "n": n,
-                "c": company,
-                "s": status,
-                "age": age,
-                "spread": spread,
-            },
-        ).tuples().all()
+                ),
+                {
+                    "ref": world.referrer,
+                    "tech": world.technician,
+                    "n": n,
+                    "c": company,
+                    "s": status,
+                    "age": age,
+                    "spread": spread,
+                },
+            )
+            .tuples()
+            .all()
+        )
     return [routing for routing, _ in sorted(rows, key=lambda r: r[1])]
 
 

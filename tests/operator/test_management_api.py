@@ -228,7 +228,8 @@ def test_connection_create_replace_patch_toggle_with_write_only_secrets(
         stored: tuple[str, str] = (
             conn.execute(
                 text(
-                    "SELECT secrets_encrypted->>'client_secret', secrets_encrypted->>'app_key' FROM provider_connections"
+                    "SELECT secrets_encrypted->>'client_secret', secrets_encrypted->>'app_key' "
+                    "FROM provider_connections"
                 )
             )
             .tuples()

@@ -151,7 +151,8 @@ def test_terminal_failure_fails_the_partition_and_re_execution_delivers(
     with db.begin() as conn:  # the operator fixes the connection, then re-executes the partition
         conn.execute(
             text(
-                "UPDATE provider_connections SET settings = settings || jsonb_build_object('booking_provider_id', CAST(:g AS bigint))"
+                "UPDATE provider_connections "
+                "SET settings = settings || jsonb_build_object('booking_provider_id', CAST(:g AS bigint))"
             ),
             {"g": good},
         )
