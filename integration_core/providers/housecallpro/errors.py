@@ -20,23 +20,13 @@ Messages are redacted (``sensitive`` values: homeowner data, the API key; e-mail
 
 from __future__ import annotations
 
-import email.utils
-import json
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 
-from integration_core.providers.base import (
-    AuthFailed,
-    Permanent,
-    ProviderError,
-    RateLimited,
-    Retryable,
-    UnknownOutcome,
-    redact,
-)
+from integration_core.providers import http
+from integration_core.providers.base import ProviderError, RateLimited, redact
 
 __all__ = [
     "BACKOFF_BASE",
@@ -52,9 +42,7 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 """Longest wait after consecutive 429s that name no wait."""
 
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-_MAX_FIELD_ERRORS = 20
-_MAX_MESSAGE = 500
+_MAX_MESSAGE = http.MAX_MESSAGE
 
 
 def backoff_after(unexplained_429s: int) -> float:
@@ -62,31 +50,7 @@ def backoff_after(unexplained_429s: int) -> float:
     return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, unexplained_429s - 1)))
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds named by ``Retry-After`` (delta-seconds or HTTP date); ``None`` when absent or unreadable."""
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        parsed = json.loads(response.content or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
+parse_retry_after = http.retry_after_header
 
 
 def _message(body: Mapping[str, Any], response: httpx.Response) -> str:
@@ -110,13 +74,8 @@ def _field_errors(body: Mapping[str, Any]) -> dict[str, list[str]]:
     if isinstance(body.get("error"), dict):
         candidates.append(body["error"].get("errors"))
     for errors in candidates:
-        if isinstance(errors, dict):
-            result: dict[str, list[str]] = {}
-            for name, messages in list(errors.items())[:_MAX_FIELD_ERRORS]:
-                if isinstance(messages, list):
-                    result[str(name)] = [str(m) for m in messages]
-                elif messages is not None:
-                    result[str(name)] = [str(messages)]
+        result = http.field_error_map(errors)
+        if result is not None:
             return result
     return {}
 
@@ -139,7 +98,7 @@ def classify_response(
         unexplained_429s: for a 429 without ``Retry-After``: how many such 429s in a row, this one included.
     """
     status = response.status_code
-    body = _body(response)
+    body = http.json_body(response)
     sensitive = list(sensitive)
     text = redact(_message(body, response), sensitive)[:_MAX_MESSAGE]
     trace_id = response.headers.get("x-request-id") or response.headers.get("x-trace-id")
@@ -153,36 +112,11 @@ def classify_response(
                 message, retry_after=backoff_after(unexplained_429s), code="rate_limited_backoff", **common
             )
         return RateLimited(message, retry_after=retry_after, **common)
-    if status == 401:
-        return AuthFailed(message, code="unauthorized", **common)
-    if status == 403:
-        return AuthFailed(message, code="forbidden", **common)
-    if status >= 500 or status == 408:
-        if write:
-            return UnknownOutcome(message, code="server_error_after_send", **common)
-        return Retryable(message, code="server_error", **common)
-
-    field_errors = {
-        redact(name, sensitive): [redact(m, sensitive)[:_MAX_MESSAGE] for m in msgs]
-        for name, msgs in _field_errors(body).items()
-    }
-    if field_errors:
-        details = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in field_errors.items())
-        message = f"{message} ({details})"[: _MAX_MESSAGE * 2]
-    code = {400: "validation_error", 404: "not_found", 409: "conflict", 422: "unprocessable"}.get(
-        status, f"http_{status}"
+    return http.classify_status(
+        status, message=message, write=write, field_errors=_field_errors(body), sensitive=sensitive, common=common
     )
-    return Permanent(message, field_errors=field_errors, code=code, **common)
 
 
 def classify_transport_error(exc: httpx.TransportError, *, operation: str, write: bool) -> ProviderError:
     """Classify a request that got no answer: could it have reached Housecall Pro?"""
-    kind = type(exc).__name__
-    if isinstance(exc, _NEVER_SENT):
-        return Retryable(f"{operation}: no connection to Housecall Pro ({kind})", code="connection_failed")
-    timed_out = isinstance(exc, httpx.TimeoutException)
-    code = "timeout" if timed_out else "connection_lost"
-    what = "timed out" if timed_out else "lost the connection"
-    if write:
-        return UnknownOutcome(f"{operation}: {what} after sending ({kind}); the write may have happened", code=code)
-    return Retryable(f"{operation}: {what} ({kind})", code=code)
+    return http.classify_transport_error(exc, operation=operation, write=write, provider="Housecall Pro")

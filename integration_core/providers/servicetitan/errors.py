@@ -18,24 +18,14 @@ Messages keep ServiceTitan's title and field errors but are redacted (``sensitiv
 
 from __future__ import annotations
 
-import email.utils
-import json
 import re
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 
-from integration_core.providers.base import (
-    AuthFailed,
-    Permanent,
-    ProviderError,
-    RateLimited,
-    Retryable,
-    UnknownOutcome,
-    redact,
-)
+from integration_core.providers import http
+from integration_core.providers.base import AuthFailed, ProviderError, RateLimited, Retryable, redact
 
 __all__ = ["DEFAULT_RETRY_AFTER", "classify_response", "classify_transport_error", "parse_retry_after"]
 
@@ -44,25 +34,14 @@ DEFAULT_RETRY_AFTER = 1.0
 
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)
 _AUTH_ERRORS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope"})
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-_MAX_FIELD_ERRORS = 20
-_MAX_MESSAGE = 500
+_MAX_MESSAGE = http.MAX_MESSAGE
 
 
 def parse_retry_after(headers: Mapping[str, str], title: str | None, *, now: float | None = None) -> float:
     """Seconds to wait: ``Retry-After`` (delta-seconds or HTTP date), else the title's "Try again in N seconds."."""
-    raw = headers.get("retry-after")
-    if raw:
-        raw = raw.strip()
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(raw)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    seconds = http.retry_after_header(headers, now=now)
+    if seconds is not None:
+        return seconds
     if title:
         match = _TRY_AGAIN.search(title)
         if match:
@@ -70,25 +49,8 @@ def parse_retry_after(headers: Mapping[str, str], title: str | None, *, now: flo
     return DEFAULT_RETRY_AFTER
 
 
-def _body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        parsed = json.loads(response.content or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def _field_errors(body: Mapping[str, Any]) -> dict[str, list[str]]:
-    errors = body.get("errors")
-    if not isinstance(errors, dict):
-        return {}
-    result: dict[str, list[str]] = {}
-    for name, messages in list(errors.items())[:_MAX_FIELD_ERRORS]:
-        if isinstance(messages, list):
-            result[str(name)] = [str(m) for m in messages]
-        elif messages is not None:
-            result[str(name)] = [str(messages)]
-    return result
+    return http.field_error_map(body.get("errors")) or {}
 
 
 def _title(body: Mapping[str, Any], response: httpx.Response) -> str:
@@ -117,7 +79,7 @@ def classify_response(
         sensitive: values that must not appear in the message (homeowner data, secrets).
     """
     status = response.status_code
-    body = _body(response)
+    body = http.json_body(response)
     sensitive = list(sensitive)
     title = redact(_title(body, response), sensitive)[:_MAX_MESSAGE]
     trace_id = body.get("traceId") if isinstance(body.get("traceId"), str) else None
@@ -137,36 +99,11 @@ def classify_response(
             return Retryable(message, code="token_endpoint_unavailable", **common)
         return AuthFailed(message, code="token_rejected", **common)
 
-    if status == 401:
-        return AuthFailed(message, code="unauthorized", **common)
-    if status == 403:
-        return AuthFailed(message, code="forbidden", **common)
-    if status >= 500 or status == 408:
-        if write:
-            return UnknownOutcome(message, code="server_error_after_send", **common)
-        return Retryable(message, code="server_error", **common)
-
-    field_errors = {
-        redact(name, sensitive): [redact(m, sensitive)[:_MAX_MESSAGE] for m in msgs]
-        for name, msgs in _field_errors(body).items()
-    }
-    if field_errors:
-        details = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in field_errors.items())
-        message = f"{message} ({details})"[: _MAX_MESSAGE * 2]
-    code = {400: "validation_error", 404: "not_found", 409: "conflict", 422: "unprocessable"}.get(
-        status, f"http_{status}"
+    return http.classify_status(
+        status, message=message, write=write, field_errors=_field_errors(body), sensitive=sensitive, common=common
     )
-    return Permanent(message, field_errors=field_errors, code=code, **common)
 
 
 def classify_transport_error(exc: httpx.TransportError, *, operation: str, write: bool) -> ProviderError:
     """Classify a request that got no answer: did it possibly reach the provider?"""
-    kind = type(exc).__name__
-    if isinstance(exc, _NEVER_SENT):
-        return Retryable(f"{operation}: no connection to ServiceTitan ({kind})", code="connection_failed")
-    timed_out = isinstance(exc, httpx.TimeoutException)
-    code = "timeout" if timed_out else "connection_lost"
-    what = "timed out" if timed_out else "lost the connection"
-    if write:
-        return UnknownOutcome(f"{operation}: {what} after sending ({kind}); the write may have happened", code=code)
-    return Retryable(f"{operation}: {what} ({kind})", code=code)
+    return http.classify_transport_error(exc, operation=operation, write=write, provider="ServiceTitan")
