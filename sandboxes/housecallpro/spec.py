@@ -24,11 +24,13 @@ import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from sandboxes.common import spec as common
 
 if TYPE_CHECKING:
     from openapi_core import OpenAPI
@@ -40,17 +42,10 @@ ERROR_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 422, 429, 500, 502, 50
 EXPECT_INVALID_REQUEST: dict[str, Any] = {"housecallpro_spec": "expect-invalid-request"}
 
 
-class SpecViolation(AssertionError):
+class SpecViolation(common.SpecViolation):
     """An exchange that Housecall Pro's definition does not allow; `errors` lists every failure found."""
 
-    def __init__(self, kind: str, method: str, path: str, errors: list[str], status: int | None = None) -> None:
-        self.kind = kind
-        self.method = method.upper()
-        self.path = path
-        self.status = status
-        self.errors = errors
-        where = f"{self.method} {path}" + (f" -> {status}" if status is not None else "")
-        super().__init__(f"{kind} {where} violates the Housecall Pro definition:\n  - " + "\n  - ".join(errors))
+    subject = "the Housecall Pro definition"
 
 
 @dataclass(frozen=True)
@@ -61,17 +56,11 @@ class Operation:
     statuses: frozenset[str]
 
 
-def _template_regex(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[^}]+\})", template)
-    return re.compile("^" + "".join("([^/]+)" if p.startswith("{") else re.escape(p) for p in parts) + "$")
+_WRAPPERS = ("oneOf", "anyOf", "allOf")  # Housecall Pro's schemas compose with allOf too
 
 
 def _leaf_errors(error: Any) -> Iterator[Any]:
-    if error.validator in ("oneOf", "anyOf", "allOf") and error.context:
-        for sub in error.context:
-            yield from _leaf_errors(sub)
-    else:
-        yield error
+    return common.leaf_errors(error, _WRAPPERS)
 
 
 def schema_error_fields(errors: Iterable[Any]) -> dict[str, list[str]]:
@@ -94,50 +83,17 @@ def schema_error_fields(errors: Iterable[Any]) -> dict[str, list[str]]:
 
 
 def _describe(exc: BaseException) -> list[str]:
-    cause = exc.__cause__
-    schema_errors = getattr(cause, "schema_errors", None) or getattr(exc, "schema_errors", None)
-    head = f"{type(exc).__name__}: {exc}"
-    if schema_errors:
-        name = getattr(exc, "name", None)
-        prefix = type(exc).__name__ + (f" ({name})" if name else "")
-        return [
-            f"{prefix}: {'/'.join(str(p) for p in err.absolute_path) or '$'}: {err.message}"
-            for top in schema_errors
-            for err in _leaf_errors(top)
-        ]
-    if cause is not None and str(cause) and str(cause) not in head:
-        return [f"{head} ({type(cause).__name__}: {cause})"]
-    return [head]
+    return common.describe(exc, _WRAPPERS)
 
 
-class _OpenAPIRequest:
-    def __init__(self, request: httpx.Request, body: bytes | None) -> None:
-        from openapi_core.datatypes import RequestParameters
-        from werkzeug.datastructures import Headers, ImmutableMultiDict
-
-        self.host_url = SERVER_URL
-        self.path = request.url.path
-        self.method = request.method.lower()
-        self.body = body or None
-        self.content_type = request.headers.get("content-type", "")
-        self.parameters = RequestParameters(
-            query=ImmutableMultiDict(list(request.url.params.multi_items())),
-            header=Headers(list(request.headers.items())),
-        )
+def _request(request: httpx.Request, body: bytes | None) -> common.OpenAPIRequest:
+    return common.OpenAPIRequest(SERVER_URL, request, body)
 
 
-class _OpenAPIResponse:
-    def __init__(self, status_code: int, headers: httpx.Headers, data: bytes) -> None:
-        from werkzeug.datastructures import Headers
-
-        self.status_code = status_code
-        self.data = data
-        self.content_type = headers.get("content-type", "")
-        self.headers = Headers(list(headers.items()))
-
-
-class Definitions:
+class Definitions(common.ValidatesExchanges):
     """Housecall Pro's definition, loaded once (thread-safe) and queried by path."""
+
+    violation = SpecViolation
 
     def __init__(self, path: Path = DEFINITION_FILE) -> None:
         self.path = path
@@ -173,7 +129,7 @@ class Definitions:
                         statuses = frozenset(str(s) for s in op.get("responses", {}))
                         ops.append(
                             (
-                                _template_regex(template),
+                                common.template_regex(template),
                                 Operation(method, template, str(op.get("operationId")), statuses),
                             )
                         )
@@ -222,7 +178,7 @@ class Definitions:
         errors: list[str] = []
         if not request.headers.get("authorization", "").startswith("Token "):
             errors.append("no `Authorization: Token <api-key>` header")
-        openapi_request = _OpenAPIRequest(request, request.content if body is None else body)
+        openapi_request = _request(request, request.content if body is None else body)
         with warnings.catch_warnings():
             # openapi-core cannot check the definition's OAuth scheme and says so on every request; the sandbox
             # and the check above handle auth
@@ -242,20 +198,10 @@ class Definitions:
                 return error_shape_errors(status, headers, body)
             return [f"status {status} is not declared for {op.method.upper()} {op.template} ({sorted(op.statuses)})"]
         errors: list[str] = []
-        req = _OpenAPIRequest(request, request.content if _has_content(request) else None)
-        for exc in self.api.iter_response_errors(req, _OpenAPIResponse(status, headers, body)):
+        req = _request(request, request.content if common.has_content(request) else None)
+        for exc in self.api.iter_response_errors(req, common.OpenAPIResponse(status, headers, body)):
             errors.extend(_describe(exc))
         return errors
-
-    def validate_request(self, request: httpx.Request, body: bytes | None = None) -> None:
-        errors = self.request_errors(request, body)
-        if errors:
-            raise SpecViolation("request", request.method, request.url.path, errors)
-
-    def validate_response(self, request: httpx.Request, response: httpx.Response) -> None:
-        errors = self.response_errors(request, response.status_code, response.headers, response.content)
-        if errors:
-            raise SpecViolation("response", request.method, request.url.path, errors, response.status_code)
 
 
 def error_shape_errors(status: int, headers: httpx.Headers, body: bytes) -> list[str]:
@@ -273,13 +219,6 @@ def error_shape_errors(status: int, headers: httpx.Headers, body: bytes) -> list
     if not isinstance(inner, dict) or inner.get("status") != status or not isinstance(inner.get("message"), str):
         errors.append(f"{status} body is not the error shape {{'error': {{'status': {status}, 'message': str}}}}")
     return errors
-
-
-def _has_content(request: httpx.Request) -> bool:
-    try:
-        return bool(request.content)
-    except httpx.RequestNotRead:
-        return False
 
 
 _DEFAULT: Definitions | None = None
@@ -306,50 +245,15 @@ def validate_response(request: httpx.Request, response: httpx.Response) -> None:
 # -- test hook: validating transports ------------------------------------------------------------
 
 
-@dataclass
-class _Recorder:
-    definitions: Definitions
-    raise_on_violation: bool
-    violations: list[SpecViolation] = field(default_factory=list)
-    exchanges: int = 0
-
-    def check_request(self, request: httpx.Request, body: bytes) -> None:
-        errors = self.definitions.request_errors(request, body)
-        if request.extensions.get("housecallpro_spec") == EXPECT_INVALID_REQUEST["housecallpro_spec"]:
-            if not errors and not UNDESCRIBED_PATH.match(request.url.path):
-                self._record(
-                    SpecViolation("request", request.method, request.url.path, ["marked invalid, but it validates"])
-                )
-        elif errors:
-            self._record(SpecViolation("request", request.method, request.url.path, errors))
-
-    def check_response(self, request: httpx.Request, status: int, headers: httpx.Headers, body: bytes) -> None:
-        self.exchanges += 1
-        errors = self.definitions.response_errors(request, status, headers, body)
-        if errors:
-            self._record(SpecViolation("response", request.method, request.url.path, errors, status))
-
-    def _record(self, violation: SpecViolation) -> None:
-        self.violations.append(violation)
-        if self.raise_on_violation:
-            raise violation
-
-    def assert_clean(self) -> None:
-        if self.violations:
-            raise AssertionError(
-                f"{len(self.violations)} exchange(s) violate the Housecall Pro definition:\n"
-                + "\n".join(str(v) for v in self.violations)
-            )
+PROFILE = common.SpecProfile(
+    violation=SpecViolation,
+    expect_invalid=("housecallpro_spec", EXPECT_INVALID_REQUEST["housecallpro_spec"]),
+    undescribed_path=UNDESCRIBED_PATH,
+    default_definitions=get_definitions,
+)
 
 
-def _decoded_safe(response: httpx.Response, raw: bytes) -> bytes:
-    try:
-        return httpx.Response(response.status_code, headers=response.headers, content=raw).read()
-    except httpx.DecodingError:
-        return raw
-
-
-class ValidatingTransport(httpx.AsyncBaseTransport):
+class ValidatingTransport(common.ValidatingTransport):
     """Wraps an async httpx transport; validates every request and response against the definition.
 
     Violations are recorded in `.violations` (and raised as `SpecViolation` if `raise_on_violation`); call
@@ -357,91 +261,13 @@ class ValidatingTransport(httpx.AsyncBaseTransport):
     `extensions=EXPECT_INVALID_REQUEST` (then it must be invalid; its response is still validated).
     """
 
-    def __init__(
-        self,
-        inner: httpx.AsyncBaseTransport | None = None,
-        *,
-        definitions: Definitions | None = None,
-        raise_on_violation: bool = False,
-    ) -> None:
-        self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
-        self._rec = _Recorder(definitions or get_definitions(), raise_on_violation)
-
-    @property
-    def violations(self) -> list[SpecViolation]:
-        return self._rec.violations
-
-    @property
-    def exchanges(self) -> int:
-        return self._rec.exchanges
-
-    def assert_clean(self) -> None:
-        self._rec.assert_clean()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        self._rec.check_request(request, body)
-        response = await self.inner.handle_async_request(request)
-        try:
-            raw = b"".join([chunk async for chunk in response.aiter_raw()])
-        finally:
-            await response.aclose()
-        self._rec.check_response(request, response.status_code, response.headers, _decoded_safe(response, raw))
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(raw),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    profile = PROFILE
 
 
-class SyncValidatingTransport(httpx.BaseTransport):
+class SyncValidatingTransport(common.SyncValidatingTransport):
     """`ValidatingTransport` for synchronous httpx clients."""
 
-    def __init__(
-        self,
-        inner: httpx.BaseTransport | None = None,
-        *,
-        definitions: Definitions | None = None,
-        raise_on_violation: bool = False,
-    ) -> None:
-        self.inner = inner if inner is not None else httpx.HTTPTransport()
-        self._rec = _Recorder(definitions or get_definitions(), raise_on_violation)
-
-    @property
-    def violations(self) -> list[SpecViolation]:
-        return self._rec.violations
-
-    @property
-    def exchanges(self) -> int:
-        return self._rec.exchanges
-
-    def assert_clean(self) -> None:
-        self._rec.assert_clean()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        self._rec.check_request(request, body)
-        response = self.inner.handle_request(request)
-        try:
-            raw = b"".join(response.iter_raw())
-        finally:
-            response.close()
-        self._rec.check_response(request, response.status_code, response.headers, _decoded_safe(response, raw))
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(raw),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    def close(self) -> None:
-        self.inner.close()
+    profile = PROFILE
 
 
 __all__ = [

@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from sandboxes.common import spec as common
 
 if TYPE_CHECKING:
     from openapi_core import OpenAPI
@@ -51,17 +53,10 @@ ERROR_SHAPE_STATUSES = frozenset({401, 403, 429})
 EXPECT_INVALID_REQUEST: dict[str, Any] = {"servicetitan_spec": "expect-invalid-request"}
 
 
-class SpecViolation(AssertionError):
+class SpecViolation(common.SpecViolation):
     """An exchange that ServiceTitan's definitions do not allow; `errors` lists every failure found."""
 
-    def __init__(self, kind: str, method: str, path: str, errors: list[str], status: int | None = None) -> None:
-        self.kind = kind  # "request" | "response"
-        self.method = method.upper()
-        self.path = path
-        self.status = status
-        self.errors = errors
-        where = f"{self.method} {path}" + (f" -> {status}" if status is not None else "")
-        super().__init__(f"{kind} {where} violates the ServiceTitan definitions:\n  - " + "\n  - ".join(errors))
+    subject = "the ServiceTitan definitions"
 
 
 @dataclass(frozen=True)
@@ -79,12 +74,6 @@ def module_for_path(path: str) -> str | None:
     return head if head in MODULE_FILES else None
 
 
-def _template_regex(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[^}]+\})", template)
-    pattern = "".join("([^/]+)" if p.startswith("{") else re.escape(p) for p in parts)
-    return re.compile(f"^{pattern}$")
-
-
 def _pascal(segment: str) -> str:
     return segment[:1].upper() + segment[1:]
 
@@ -100,20 +89,11 @@ def field_name(path: Iterable[Any]) -> str:
     return out
 
 
-def _leaf_errors(error: Any) -> Iterator[Any]:
-    """jsonschema errors, descending through `oneOf`/`anyOf` wrappers to the errors that explain them."""
-    if error.validator in ("oneOf", "anyOf") and error.context:
-        for sub in error.context:
-            yield from _leaf_errors(sub)
-    else:
-        yield error
-
-
 def schema_error_fields(errors: Iterable[Any]) -> dict[str, list[str]]:
     """jsonschema `ValidationError`s → ServiceTitan's `errors` map `{Field: [message]}`."""
     fields: dict[str, list[str]] = {}
     for top in errors:
-        for err in _leaf_errors(top):
+        for err in common.leaf_errors(top):
             path = list(err.absolute_path)
             if err.validator == "required":
                 missing = str(err.message).split("'")[1] if "'" in str(err.message) else "?"
@@ -139,52 +119,8 @@ def schema_error_fields(errors: Iterable[Any]) -> dict[str, list[str]]:
     return fields
 
 
-def _describe(exc: BaseException) -> list[str]:
-    """Readable lines for an openapi-core validation exception (with every schema error it carries)."""
-    lines: list[str] = []
-    cause = exc.__cause__
-    schema_errors = getattr(cause, "schema_errors", None) or getattr(exc, "schema_errors", None)
-    head = f"{type(exc).__name__}: {exc}"
-    if schema_errors:
-        name = getattr(exc, "name", None)
-        prefix = f"{type(exc).__name__}" + (f" ({name})" if name else "")
-        for top in schema_errors:
-            for err in _leaf_errors(top):
-                loc = "/".join(str(p) for p in err.absolute_path) or "$"
-                lines.append(f"{prefix}: {loc}: {err.message}")
-    elif cause is not None and str(cause) and str(cause) not in head:
-        lines.append(f"{head} ({type(cause).__name__}: {cause})")
-    else:
-        lines.append(head)
-    return lines
-
-
-class _OpenAPIRequest:
-    """An httpx.Request seen through openapi-core's Request protocol (host pinned to the definitions' server)."""
-
-    def __init__(self, request: httpx.Request, body: bytes | None) -> None:
-        from openapi_core.datatypes import RequestParameters
-        from werkzeug.datastructures import Headers, ImmutableMultiDict
-
-        self.host_url = SERVER_URL
-        self.path = request.url.path
-        self.method = request.method.lower()
-        self.body = body or None
-        self.content_type = request.headers.get("content-type", "")
-        self.parameters = RequestParameters(
-            query=ImmutableMultiDict(list(request.url.params.multi_items())),
-            header=Headers(list(request.headers.items())),
-        )
-
-
-class _OpenAPIResponse:
-    def __init__(self, status_code: int, headers: httpx.Headers, data: bytes) -> None:
-        from werkzeug.datastructures import Headers
-
-        self.status_code = status_code
-        self.data = data
-        self.content_type = headers.get("content-type", "")
-        self.headers = Headers(list(headers.items()))
+def _request(request: httpx.Request, body: bytes | None) -> common.OpenAPIRequest:
+    return common.OpenAPIRequest(SERVER_URL, request, body)
 
 
 @dataclass
@@ -195,8 +131,10 @@ class _Module:
     api: OpenAPI | None = None
 
 
-class Definitions:
+class Definitions(common.ValidatesExchanges):
     """The six ServiceTitan definitions, loaded once (thread-safe) and queried by path."""
+
+    violation = SpecViolation
 
     def __init__(self, directory: Path = DEFINITIONS_DIR) -> None:
         self.directory = directory
@@ -234,7 +172,7 @@ class Definitions:
                             continue
                         ops.append(
                             (
-                                _template_regex(template),
+                                common.template_regex(template),
                                 Operation(
                                     module=module,
                                     method=method,
@@ -317,8 +255,8 @@ class Definitions:
             body = request.content
         api = self.openapi(module)
         errors: list[str] = []
-        for exc in api.iter_request_errors(_OpenAPIRequest(request, body)):
-            errors.extend(_describe(exc))
+        for exc in api.iter_request_errors(_request(request, body)):
+            errors.extend(common.describe(exc))
         return errors
 
     def response_errors(self, request: httpx.Request, status: int, headers: httpx.Headers, body: bytes) -> list[str]:
@@ -332,10 +270,10 @@ class Definitions:
         if status in UNDESCRIBED_STATUSES:
             return self._undescribed_status_errors(status, headers, body)
         api = self.openapi(module)
-        req = _OpenAPIRequest(request, request.content if _has_content(request) else None)
+        req = _request(request, request.content if common.has_content(request) else None)
         errors: list[str] = []
-        for exc in api.iter_response_errors(req, _OpenAPIResponse(status, headers, body)):
-            errors.extend(_describe(exc))
+        for exc in api.iter_response_errors(req, common.OpenAPIResponse(status, headers, body)):
+            errors.extend(common.describe(exc))
         return errors
 
     def _undescribed_status_errors(self, status: int, headers: httpx.Headers, body: bytes) -> list[str]:
@@ -355,23 +293,6 @@ class Definitions:
             if isinstance(payload, dict) and payload.get("status") != status:
                 errors.append(f"{status} body has status {payload.get('status')!r}")
         return errors
-
-    def validate_request(self, request: httpx.Request, body: bytes | None = None) -> None:
-        errors = self.request_errors(request, body)
-        if errors:
-            raise SpecViolation("request", request.method, request.url.path, errors)
-
-    def validate_response(self, request: httpx.Request, response: httpx.Response) -> None:
-        errors = self.response_errors(request, response.status_code, response.headers, response.content)
-        if errors:
-            raise SpecViolation("response", request.method, request.url.path, errors, response.status_code)
-
-
-def _has_content(request: httpx.Request) -> bool:
-    try:
-        return bool(request.content)
-    except httpx.RequestNotRead:
-        return False
 
 
 _DEFAULT: Definitions | None = None
@@ -400,53 +321,15 @@ def validate_response(request: httpx.Request, response: httpx.Response) -> None:
 # -- test hook: validating transports ------------------------------------------------------------
 
 
-@dataclass
-class _Recorder:
-    definitions: Definitions
-    raise_on_violation: bool
-    violations: list[SpecViolation] = field(default_factory=list)
-    exchanges: int = 0
-
-    def check_request(self, request: httpx.Request, body: bytes) -> None:
-        errors = self.definitions.request_errors(request, body)
-        expect_invalid = request.extensions.get("servicetitan_spec") == EXPECT_INVALID_REQUEST["servicetitan_spec"]
-        if expect_invalid:
-            if not errors and not UNDESCRIBED_PATH.match(request.url.path):
-                self._record(
-                    SpecViolation(
-                        "request",
-                        request.method,
-                        request.url.path,
-                        ["marked invalid on purpose, but it validates"],
-                    )
-                )
-        elif errors:
-            self._record(SpecViolation("request", request.method, request.url.path, errors))
-
-    def check_response(self, request: httpx.Request, status: int, headers: httpx.Headers, body: bytes) -> None:
-        self.exchanges += 1
-        errors = self.definitions.response_errors(request, status, headers, body)
-        if errors:
-            self._record(SpecViolation("response", request.method, request.url.path, errors, status))
-
-    def _record(self, violation: SpecViolation) -> None:
-        self.violations.append(violation)
-        if self.raise_on_violation:
-            raise violation
-
-    def assert_clean(self) -> None:
-        if self.violations:
-            raise AssertionError(
-                f"{len(self.violations)} exchange(s) violate the ServiceTitan definitions:\n"
-                + "\n".join(str(v) for v in self.violations)
-            )
+PROFILE = common.SpecProfile(
+    violation=SpecViolation,
+    expect_invalid=("servicetitan_spec", EXPECT_INVALID_REQUEST["servicetitan_spec"]),
+    undescribed_path=UNDESCRIBED_PATH,
+    default_definitions=get_definitions,
+)
 
 
-def _decoded(status: int, headers: httpx.Headers, raw: bytes) -> bytes:
-    return httpx.Response(status, headers=headers, content=raw).read()
-
-
-class ValidatingTransport(httpx.AsyncBaseTransport):
+class ValidatingTransport(common.ValidatingTransport):
     """Wraps an async httpx transport; validates every request and response against the definitions.
 
     Violations are recorded in `.violations` (and raised as `SpecViolation` only if `raise_on_violation`).
@@ -455,99 +338,13 @@ class ValidatingTransport(httpx.AsyncBaseTransport):
     Unknown query parameters are never a violation (ServiceTitan ignores them).
     """
 
-    def __init__(
-        self,
-        inner: httpx.AsyncBaseTransport | None = None,
-        *,
-        definitions: Definitions | None = None,
-        raise_on_violation: bool = False,
-    ) -> None:
-        self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
-        self._rec = _Recorder(definitions or get_definitions(), raise_on_violation)
-
-    @property
-    def violations(self) -> list[SpecViolation]:
-        return self._rec.violations
-
-    @property
-    def exchanges(self) -> int:
-        """Responses validated so far."""
-        return self._rec.exchanges
-
-    def assert_clean(self) -> None:
-        self._rec.assert_clean()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        self._rec.check_request(request, body)
-        response = await self.inner.handle_async_request(request)
-        try:
-            raw = b"".join([chunk async for chunk in response.aiter_raw()])
-        finally:
-            await response.aclose()
-        self._rec.check_response(request, response.status_code, response.headers, _decoded_safe(response, raw))
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(raw),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    profile = PROFILE
 
 
-class SyncValidatingTransport(httpx.BaseTransport):
+class SyncValidatingTransport(common.SyncValidatingTransport):
     """`ValidatingTransport` for synchronous httpx clients."""
 
-    def __init__(
-        self,
-        inner: httpx.BaseTransport | None = None,
-        *,
-        definitions: Definitions | None = None,
-        raise_on_violation: bool = False,
-    ) -> None:
-        self.inner = inner if inner is not None else httpx.HTTPTransport()
-        self._rec = _Recorder(definitions or get_definitions(), raise_on_violation)
-
-    @property
-    def violations(self) -> list[SpecViolation]:
-        return self._rec.violations
-
-    @property
-    def exchanges(self) -> int:
-        return self._rec.exchanges
-
-    def assert_clean(self) -> None:
-        self._rec.assert_clean()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        self._rec.check_request(request, body)
-        response = self.inner.handle_request(request)
-        try:
-            raw = b"".join(response.iter_raw())
-        finally:
-            response.close()
-        self._rec.check_response(request, response.status_code, response.headers, _decoded_safe(response, raw))
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(raw),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def _decoded_safe(response: httpx.Response, raw: bytes) -> bytes:
-    try:
-        return _decoded(response.status_code, response.headers, raw)
-    except httpx.DecodingError:
-        return raw
+    profile = PROFILE
 
 
 __all__ = [
