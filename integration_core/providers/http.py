@@ -20,7 +20,7 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -38,6 +38,7 @@ __all__ = [
     "MAX_FIELD_ERRORS",
     "MAX_MESSAGE",
     "NEVER_SENT",
+    "OwnedHttpClient",
     "classify_status",
     "classify_transport_error",
     "field_error_map",
@@ -178,3 +179,36 @@ def parse_model(model: type[M], data: Any, *, operation: str, write: bool) -> M:
         if write:
             raise UnknownOutcome(message, code="bad_response") from None
         raise Retryable(message, code="bad_response") from None
+
+
+class OwnedHttpClient:
+    """The ``httpx.AsyncClient`` plumbing of a provider client: injected (the test seam, never closed here) or
+    built here with explicit timeouts and limits and no redirects (closed by :meth:`aclose`)."""
+
+    _http: httpx.AsyncClient
+    _owns_http: bool
+
+    def _init_http(
+        self,
+        http_client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+        *,
+        timeout: httpx.Timeout,
+        limits: httpx.Limits,
+    ) -> None:
+        if http_client is not None and transport is not None:
+            raise ValueError("pass either http_client or transport, not both")
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(
+            transport=transport, timeout=timeout, limits=limits, follow_redirects=False
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

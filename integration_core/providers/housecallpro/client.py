@@ -18,9 +18,10 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from integration_core.providers.base import Permanent, ProviderError, RequestGate, Retryable, UnknownOutcome
+from integration_core.providers import http
+from integration_core.providers.base import Permanent, RequestGate
 from integration_core.providers.housecallpro.config import HousecallProSettings
 from integration_core.providers.housecallpro.errors import classify_response, classify_transport_error
 from integration_core.providers.housecallpro.models import (
@@ -67,7 +68,7 @@ def _query(params: Mapping[str, Any]) -> list[tuple[str, str | int | float | boo
     return query
 
 
-class HousecallProClient:
+class HousecallProClient(http.OwnedHttpClient):
     """One Housecall Pro account's API.
 
     Args:
@@ -89,16 +90,11 @@ class HousecallProClient:
         gate: RequestGate | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if http_client is not None and transport is not None:
-            raise ValueError("pass either http_client or transport, not both")
+        self._init_http(http_client, transport, timeout=timeout, limits=DEFAULT_LIMITS)
         self.config = config
         self.api_base = config.api_base
         self._timeout = timeout
         self._gate = gate
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            transport=transport, timeout=timeout, limits=DEFAULT_LIMITS, follow_redirects=False
-        )
         self._key = config.api_key.get_secret_value()
         self._unexplained_429s = 0
         self._last_429_at = float("-inf")
@@ -106,16 +102,6 @@ class HousecallProClient:
 
     def __repr__(self) -> str:
         return f"HousecallProClient(api_base={self.api_base!r}, account={self.config.account_id!r})"
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> HousecallProClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # ----------------------------------------------------------------------------------------------------------
     # Core
@@ -149,7 +135,7 @@ class HousecallProClient:
         sensitive: Iterable[str] = (),
     ) -> Any:
         """Send one authenticated request and return its JSON, or raise a classified ``ProviderError``."""
-        write = method.upper() not in ("GET", "HEAD")
+        write = http.is_write(method)
         request = self.build_request(method, path, params=params, body=body)
         if self._gate is not None:
             await self._gate.acquire(write=write)
@@ -168,12 +154,7 @@ class HousecallProClient:
                 unexplained_429s=max(1, self._unexplained_429s),
             )
             raise error
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise self._bad_response(operation, write, response.status_code) from None
+        return http.read_json(response, operation=operation, write=write, provider="Housecall Pro")
 
     def _note_throttling(self, response: httpx.Response, sent: float) -> None:
         """Count consecutive 429s that name no wait (their backoff doubles with each).
@@ -189,24 +170,7 @@ class HousecallProClient:
         elif response.status_code != 429 and sent >= self._last_429_at:
             self._unexplained_429s = 0
 
-    @staticmethod
-    def _bad_response(operation: str, write: bool, status: int | None = None) -> ProviderError:
-        message = f"{operation}: unreadable response from Housecall Pro"
-        if write:
-            # The write was accepted but we cannot read what it created: reconcile by marker.
-            return UnknownOutcome(message, code="bad_response", http_status=status)
-        return Retryable(message, code="bad_response", http_status=status)
-
-    def _parse(self, model: type[M], data: Any, *, operation: str, write: bool) -> M:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            # Never chain the ValidationError: its text quotes the input (homeowner data).
-            fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})[:10]
-            message = f"{operation}: response does not match the expected shape ({', '.join(fields)})"
-            if write:
-                raise UnknownOutcome(message, code="bad_response") from None
-            raise Retryable(message, code="bad_response") from None
+    _parse = staticmethod(http.parse_model)
 
     async def _get(self, path: str, model: type[M], *, operation: str, params: Mapping[str, Any] | None = None) -> M:
         data = await self.request("GET", path, operation=operation, params=params)

@@ -19,15 +19,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from integration_core.providers.base import (
-    Permanent,
-    ProviderError,
-    RequestGate,
-    Retryable,
-    UnknownOutcome,
-)
+from integration_core.providers import http
+from integration_core.providers.base import Permanent, ProviderError, RequestGate
 from integration_core.providers.servicetitan.auth import (
     DEFAULT_REFRESH_MARGIN,
     AccessToken,
@@ -115,7 +110,7 @@ def _query(params: Mapping[str, Any]) -> dict[str, str]:
     return query
 
 
-class ServiceTitanClient:
+class ServiceTitanClient(http.OwnedHttpClient):
     """One tenant's ServiceTitan API.
 
     Args:
@@ -141,18 +136,13 @@ class ServiceTitanClient:
         token_refresh_margin: float = DEFAULT_REFRESH_MARGIN,
         gate: RequestGate | None = None,
     ) -> None:
-        if http_client is not None and transport is not None:
-            raise ValueError("pass either http_client or transport, not both")
+        self._init_http(http_client, transport, timeout=timeout, limits=DEFAULT_LIMITS)
         self.config = config
         self.tenant = config.tenant_id
         self.api_base = api_base_for(config)
         self.token_url = token_url_for(config.environment, config.base_url)
         self._timeout = timeout
         self._gate = gate
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            transport=transport, timeout=timeout, limits=DEFAULT_LIMITS, follow_redirects=False
-        )
         self._auth = ServiceTitanAuth(
             token_url=self.token_url,
             client_id=config.client_id.get_secret_value(),
@@ -167,16 +157,6 @@ class ServiceTitanClient:
 
     def __repr__(self) -> str:
         return f"ServiceTitanClient(api_base={self.api_base!r}, tenant={self.tenant!r})"
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> ServiceTitanClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # ----------------------------------------------------------------------------------------------------------
     # Core
@@ -200,7 +180,7 @@ class ServiceTitanClient:
         sensitive: Iterable[str] = (),
     ) -> Any:
         """Send one authenticated request and return its JSON, or raise a classified ``ProviderError``."""
-        write = method.upper() not in ("GET", "HEAD")
+        write = http.is_write(method)
         json_body = body.model_dump(mode="json", by_alias=True, exclude_none=True) if body is not None else None
         request = self._http.build_request(
             method,
@@ -220,32 +200,9 @@ class ServiceTitanClient:
             raise classify_transport_error(exc, operation=operation, write=write) from exc
         if not response.is_success:
             raise classify_response(response, operation=operation, write=write, sensitive=[*sensitive, *self._secrets])
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise self._bad_response(operation, write, response) from None
+        return http.read_json(response, operation=operation, write=write, provider="ServiceTitan")
 
-    @staticmethod
-    def _bad_response(operation: str, write: bool, response: httpx.Response) -> ProviderError:
-        message = f"{operation}: unreadable response from ServiceTitan"
-        common: dict[str, Any] = {"http_status": response.status_code}
-        if write:
-            # The provider accepted the write but we cannot read what it created: reconcile by marker.
-            return UnknownOutcome(message, code="bad_response", **common)
-        return Retryable(message, code="bad_response", **common)
-
-    def _parse(self, model: type[M], data: Any, *, operation: str, write: bool) -> M:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            # Never chain the ValidationError: its text quotes the input (homeowner data).
-            fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})[:10]
-            message = f"{operation}: response does not match the expected shape ({', '.join(fields)})"
-            if write:
-                raise UnknownOutcome(message, code="bad_response") from None
-            raise Retryable(message, code="bad_response") from None
+    _parse = staticmethod(http.parse_model)
 
     async def get_page(
         self,
