@@ -38,6 +38,7 @@ __all__ = [
     "MAX_FIELD_ERRORS",
     "MAX_MESSAGE",
     "NEVER_SENT",
+    "ClientOwner",
     "OwnedHttpClient",
     "classify_status",
     "classify_transport_error",
@@ -206,6 +207,21 @@ class OwnedHttpClient:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class ClientOwner:
+    """``aclose`` / ``async with`` for a provider: closing it closes its client."""
+
+    client: OwnedHttpClient
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from integration_core.providers import http
 from integration_core.providers.base import (
     REDACTED,
     Capabilities,
@@ -86,7 +87,7 @@ def _created_key(customer: Customer) -> tuple[datetime, str]:
     return (parse_timestamp(customer.created_at) or datetime.max.replace(tzinfo=UTC), customer.id)
 
 
-class HousecallProProvider:
+class HousecallProProvider(http.ClientOwner):
     """The Housecall Pro provider for one connection (one company's API key, one delivery mode).
 
     Args:
@@ -109,7 +110,7 @@ class HousecallProProvider:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
-        self.client = client or HousecallProClient(
+        self.client: HousecallProClient = client or HousecallProClient(
             config, http_client=http_client, transport=transport, timeout=timeout, gate=gate
         )
         self._lookback = updates_lookback
@@ -117,15 +118,6 @@ class HousecallProProvider:
 
     def __repr__(self) -> str:
         return f"HousecallProProvider(company={self.config.company_id!r}, mode={self.config.delivery_mode!r})"
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    async def __aenter__(self) -> HousecallProProvider:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     @property
     def _kind(self) -> WorkItemKind:

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from integration_core.providers import http
 from integration_core.providers.base import (
     REDACTED,
     Capabilities,
@@ -95,7 +96,7 @@ def _marker_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-class ServiceTitanProvider:
+class ServiceTitanProvider(http.ClientOwner):
     """The ServiceTitan provider for one connection (one tenant, one delivery mode).
 
     Args:
@@ -123,7 +124,7 @@ class ServiceTitanProvider:
         updates_lookback: timedelta = DEFAULT_UPDATES_LOOKBACK,
     ) -> None:
         self.config = config
-        self.client = client or ServiceTitanClient(
+        self.client: ServiceTitanClient = client or ServiceTitanClient(
             config,
             http_client=http_client,
             transport=transport,
@@ -139,18 +140,9 @@ class ServiceTitanProvider:
     def __repr__(self) -> str:
         return f"ServiceTitanProvider(tenant={self.config.tenant_id!r}, mode={self.config.delivery_mode!r})"
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
     def plan_delivery(self, request: DeliveryRequest, *, lookup: bool, now: datetime) -> DeliveryPlan:
         """The requests `find_existing` (when `lookup`) and `deliver` would send, for the dry run."""
         return plan_delivery(self.config, request, lookup=lookup, now=now)
-
-    async def __aenter__(self) -> ServiceTitanProvider:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     @property
     def capabilities(self) -> Capabilities:
