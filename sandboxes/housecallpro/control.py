@@ -4,18 +4,17 @@ tenants). Documented with examples in docs/sandbox.md."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandboxes.common.control import ControlError, Endpoint, amount, opt, read_json, route_table
 from sandboxes.servicetitan.config import AppliesTo
 
 from .config import RETRY_AFTER_MODES, ConfigError, RetryAfterMode, parse_hcp_faults, parse_office
@@ -25,53 +24,10 @@ from .spec import Definitions
 from .state import DEFAULT_MARKER_PATTERN, Account, Sandbox, TransitionError, parse_dt
 
 
-class ControlError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.message}
-        if self.field:
-            body["field"] = self.field
-        return json_response(self.status, body)
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ControlError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ControlError(422, "body must be a JSON object", "$")
-    return body
-
-
-def _opt(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise ControlError(422, f"{key} has the wrong type", key)
-    return value
-
-
 def _cents(raw: Any, name: str) -> int | None:
     """A JSON number of dollars >= 0 as integer cents (None when absent)."""
-    if raw is None:
-        return None
-    try:
-        value = Decimal(str(raw))
-    except InvalidOperation:
-        raise ControlError(422, f"{name} must be a number", name) from None
-    if isinstance(raw, bool) or not value.is_finite() or value < 0:
-        raise ControlError(422, f"{name} must be a number >= 0", name)
-    return int((value * 100).to_integral_value())
+    value = amount(raw, name)
+    return None if value is None else int((value * 100).to_integral_value())
 
 
 def _retry_mode(body: dict[str, Any]) -> RetryAfterMode | None:
@@ -121,7 +77,7 @@ class Control:
         return json_response(200, {"accounts": [a.describe() for _, a in sorted(self.sandbox.accounts.items())]})
 
     async def create_account(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_json(request)
         unknown = sorted(set(body) - {"company_id", "name", "api_key", "api_keys", "rate", "burst", "retry_after"})
         if unknown:
             raise ControlError(422, "unknown field", unknown[0])
@@ -130,21 +86,21 @@ class Control:
             not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys)
         ):
             raise ControlError(422, "api_keys must be a non-empty list of strings", "api_keys")
-        key = _opt(body, "api_key", str)
+        key = opt(body, "api_key", str)
         if key is not None:
             keys = [key, *(keys or [])]
-        rate, burst = _opt(body, "rate", (int, float)), _opt(body, "burst", int)
+        rate, burst = opt(body, "rate", (int, float)), opt(body, "burst", int)
         if rate is not None and rate <= 0:
             raise ControlError(422, "rate must be > 0", "rate")
         if burst is not None and burst < 1:
             raise ControlError(422, "burst must be >= 1", "burst")
-        company_id = _opt(body, "company_id", str)
+        company_id = opt(body, "company_id", str)
         if company_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", company_id):
             raise ControlError(422, "company_id must be 1-64 letters, digits, _ . -", "company_id")
         try:
             account = self.sandbox.create_account(
                 company_id=company_id,
-                name=_opt(body, "name", str),
+                name=opt(body, "name", str),
                 api_keys=keys,
                 rate=float(rate) if rate is not None else None,
                 burst=burst,
@@ -164,13 +120,13 @@ class Control:
 
     async def patch_account(self, request: Request) -> Response:
         account = self._account(request)
-        body = await _json(request)
+        body = await read_json(request)
         unknown = sorted(set(body) - {"name", "rate", "burst", "retry_after", "api_keys"})
         if unknown:
             raise ControlError(422, "unknown field", unknown[0])
         if any(k in body for k in ("rate", "burst", "retry_after")):
             self._set_rate(account, body)
-        name = _opt(body, "name", str)
+        name = opt(body, "name", str)
         if name is not None:
             account.name = name
         keys = body.get("api_keys")
@@ -185,8 +141,8 @@ class Control:
         return json_response(200, account.describe(with_keys=True))
 
     def _set_rate(self, account: Account, body: dict[str, Any]) -> None:
-        rate = _opt(body, "rate", (int, float))
-        burst = _opt(body, "burst", int)
+        rate = opt(body, "rate", (int, float))
+        burst = opt(body, "burst", int)
         rate = float(rate) if rate is not None else account.rate
         burst = burst if burst is not None else max(1, math.ceil(rate))
         if rate <= 0 or burst < 1:
@@ -195,7 +151,7 @@ class Control:
 
     async def put_rate_limit(self, request: Request) -> Response:
         account = self._account(request)
-        body = await _json(request)
+        body = await read_json(request)
         if "rate" not in body:
             raise ControlError(422, "rate is required", "rate")
         self._set_rate(account, body)
@@ -205,7 +161,7 @@ class Control:
     async def put_faults(self, request: Request) -> Response:
         account = self._account(request)
         try:
-            config = parse_hcp_faults(await _json(request))
+            config = parse_hcp_faults(await read_json(request))
         except ConfigError as exc:
             raise ControlError(422, exc.message, exc.field) from None
         account.faults.configure(config)
@@ -224,11 +180,11 @@ class Control:
         """Every call (or every write) is answered 429 for `seconds`; with `Retry-After: retry_after` (default:
         the storm's remaining length, rounded up) unless `retry_after_header` is false."""
         account = self._account(request)
-        body = await _json(request)
-        seconds = _opt(body, "seconds", (int, float))
+        body = await read_json(request)
+        seconds = opt(body, "seconds", (int, float))
         if seconds is None or seconds <= 0:
             raise ControlError(422, "seconds must be > 0", "seconds")
-        retry_after = _opt(body, "retry_after", int)
+        retry_after = opt(body, "retry_after", int)
         if retry_after is not None and retry_after < 1:
             raise ControlError(422, "retry_after must be >= 1", "retry_after")
         header = body.get("retry_after_header", True)
@@ -256,7 +212,7 @@ class Control:
         lead = account.leads.get(str(request.path_params["id"]))
         if lead is None:
             raise ControlError(404, "unknown lead")
-        body = await _json(request)
+        body = await read_json(request)
         status, to = body.get("status"), body.get("to", "job")
         if status not in ("won", "lost") or to not in ("job", "estimate"):
             raise ControlError(422, "status must be won or lost (to: job or estimate)", "status")
@@ -281,7 +237,7 @@ class Control:
         job = account.jobs.get(str(request.path_params["id"]))
         if job is None:
             raise ControlError(404, "unknown job")
-        body = await _json(request)
+        body = await read_json(request)
         status = body.get("status")
         total = _cents(body.get("invoice_total"), "invoice_total")
         try:
@@ -324,7 +280,7 @@ class Control:
 
     async def put_office(self, request: Request) -> Response:
         try:
-            config = parse_office(await _json(request), self.sandbox.office)
+            config = parse_office(await read_json(request), self.sandbox.office)
         except ConfigError as exc:
             raise ControlError(422, exc.message, exc.field) from None
         self.office.configure(config)
@@ -359,19 +315,9 @@ class Control:
         return json_response(200, {"emitted": self.sandbox.events_emitted, "events": list(self.sandbox.events)})
 
     def routes(self) -> list[Route]:
-        def wrap(fn: Any) -> Any:
-            async def endpoint(request: Request) -> Response:
-                try:
-                    response: Response = await fn(request)
-                    return response
-                except ControlError as exc:
-                    return exc.response()
-
-            return endpoint
-
         p = "/_sandbox"
         a = p + "/accounts/{account}"
-        table: list[tuple[str, str, Any]] = [
+        table: list[tuple[str, str, Endpoint]] = [
             ("GET", p + "/health", self.health),
             ("POST", p + "/reset", self.reset),
             ("GET", p + "/inspect", self.inspect_all),
@@ -394,4 +340,4 @@ class Control:
             ("PUT", p + "/office", self.put_office),
             ("POST", p + "/office/tick", self.office_tick),
         ]
-        return [Route(path, wrap(fn), methods=[method]) for method, path, fn in table]
+        return route_table(table)

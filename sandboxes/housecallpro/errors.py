@@ -7,12 +7,11 @@ The sandbox answers every error as `{"error": {"status": N, "message": "...", "e
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.responses import Response
 
-JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+from sandboxes.common.errors import json_response as json_response
 
 DEFAULT_MESSAGES: dict[int, str] = {
     400: "Bad Request",
@@ -34,11 +33,6 @@ def error_body(status: int, message: str | None = None, errors: dict[str, list[s
     if errors:
         inner["errors"] = errors
     return {"error": inner}
-
-
-def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return Response(body, status_code=status, headers=headers, media_type=JSON_CONTENT_TYPE)
 
 
 class ApiError(Exception):

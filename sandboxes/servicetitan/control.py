@@ -3,72 +3,21 @@ lifecycle, the office, inspection. Documented with examples in docs/sandbox.md."
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandboxes.common.control import ControlError, Endpoint, amount, opt, read_json, route_table
+
 from .config import AppliesTo, ConfigError, parse_faults, parse_office
 from .errors import json_response
 from .office import Office
 from .spec import Definitions
 from .state import Sandbox, Tenant, TransitionError
-
-
-class ControlError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.message}
-        if self.field:
-            body["field"] = self.field
-        return json_response(self.status, body)
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ControlError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ControlError(422, "body must be a JSON object", "$")
-    return body
-
-
-def _money(raw: Any, name: str) -> Decimal | None:
-    """A JSON number >= 0 as a Decimal (None when absent); a 422 naming the field otherwise."""
-    if raw is None:
-        return None
-    try:
-        value = Decimal(str(raw))
-    except InvalidOperation:
-        raise ControlError(422, f"{name} must be a number", name) from None
-    if isinstance(raw, bool) or not value.is_finite() or value < 0:
-        raise ControlError(422, f"{name} must be a number >= 0", name)
-    return value
-
-
-def _opt(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) and kind is not bool:
-        raise ControlError(422, f"{key} has the wrong type", key)
-    if not isinstance(value, kind):
-        raise ControlError(422, f"{key} has the wrong type", key)
-    return value
 
 
 class Control:
@@ -106,7 +55,7 @@ class Control:
         return json_response(200, {"tenants": [t.describe() for _, t in sorted(self.sandbox.tenants.items())]})
 
     async def create_tenant(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await read_json(request)
         allowed = {
             "tenant_id",
             "client_id",
@@ -128,29 +77,29 @@ class Control:
         tenant_id = body.get("tenant_id")
         if tenant_id is not None and (not str(tenant_id).isdigit() or isinstance(tenant_id, bool)):
             raise ControlError(422, "tenant_id must be a positive integer (as ServiceTitan's)", "tenant_id")
-        rate, burst = _opt(body, "rate", (int, float)), _opt(body, "burst", int)
+        rate, burst = opt(body, "rate", (int, float)), opt(body, "burst", int)
         if rate is not None and rate <= 0:
             raise ControlError(422, "rate must be > 0", "rate")
         if burst is not None and burst < 1:
             raise ControlError(422, "burst must be >= 1", "burst")
-        lifetime = _opt(body, "token_lifetime_s", (int, float))
+        lifetime = opt(body, "token_lifetime_s", (int, float))
         if lifetime is not None and lifetime <= 0:
             raise ControlError(422, "token_lifetime_s must be > 0", "token_lifetime_s")
         try:
             tenant = self.sandbox.create_tenant(
                 tenant_id=str(tenant_id) if tenant_id is not None else None,
-                client_id=_opt(body, "client_id", str),
-                client_secret=_opt(body, "client_secret", str),
-                app_key=_opt(body, "app_key", str),
-                external_data_guid=_opt(body, "external_data_guid", str),
-                booking_provider_id=_opt(body, "booking_provider_id", int),
-                business_unit_id=_opt(body, "business_unit_id", int),
-                job_type_id=_opt(body, "job_type_id", int),
-                campaign_id=_opt(body, "campaign_id", int),
+                client_id=opt(body, "client_id", str),
+                client_secret=opt(body, "client_secret", str),
+                app_key=opt(body, "app_key", str),
+                external_data_guid=opt(body, "external_data_guid", str),
+                booking_provider_id=opt(body, "booking_provider_id", int),
+                business_unit_id=opt(body, "business_unit_id", int),
+                job_type_id=opt(body, "job_type_id", int),
+                campaign_id=opt(body, "campaign_id", int),
                 rate=float(rate) if rate is not None else None,
                 burst=burst,
                 token_lifetime_s=float(lifetime) if lifetime is not None else None,
-                label=_opt(body, "name", str),
+                label=opt(body, "name", str),
             )
         except ValueError as exc:
             raise ControlError(409, str(exc)) from None
@@ -161,13 +110,13 @@ class Control:
 
     async def patch_tenant(self, request: Request) -> Response:
         tenant = self._tenant(request)
-        body = await _json(request)
+        body = await read_json(request)
         unknown = sorted(set(body) - {"rate", "burst", "token_lifetime_s", "app_keys"})
         if unknown:
             raise ControlError(422, "unknown field", unknown[0])
         if "rate" in body or "burst" in body:
             self._set_rate(tenant, body)
-        lifetime = _opt(body, "token_lifetime_s", (int, float))
+        lifetime = opt(body, "token_lifetime_s", (int, float))
         if lifetime is not None:
             if lifetime <= 0:
                 raise ControlError(422, "token_lifetime_s must be > 0", "token_lifetime_s")
@@ -180,8 +129,8 @@ class Control:
         return json_response(200, tenant.describe())
 
     def _set_rate(self, tenant: Tenant, body: dict[str, Any]) -> None:
-        rate = _opt(body, "rate", (int, float))
-        burst = _opt(body, "burst", int)
+        rate = opt(body, "rate", (int, float))
+        burst = opt(body, "burst", int)
         rate = float(rate) if rate is not None else tenant.rate
         burst = burst if burst is not None else max(1, math.ceil(rate))
         if rate <= 0 or burst < 1:
@@ -190,7 +139,7 @@ class Control:
 
     async def put_rate_limit(self, request: Request) -> Response:
         tenant = self._tenant(request)
-        body = await _json(request)
+        body = await read_json(request)
         if "rate" not in body:
             raise ControlError(422, "rate is required", "rate")
         self._set_rate(tenant, body)
@@ -200,7 +149,7 @@ class Control:
     async def put_faults(self, request: Request) -> Response:
         tenant = self._tenant(request)
         try:
-            config = parse_faults(await _json(request))
+            config = parse_faults(await read_json(request))
         except ConfigError as exc:
             raise ControlError(422, exc.message, exc.field) from None
         tenant.faults.configure(config)
@@ -217,11 +166,11 @@ class Control:
 
     async def storm(self, request: Request) -> Response:
         tenant = self._tenant(request)
-        body = await _json(request)
-        seconds = _opt(body, "seconds", (int, float))
+        body = await read_json(request)
+        seconds = opt(body, "seconds", (int, float))
         if seconds is None or seconds <= 0:
             raise ControlError(422, "seconds must be > 0", "seconds")
-        retry_after = _opt(body, "retry_after", int)
+        retry_after = opt(body, "retry_after", int)
         if retry_after is not None and retry_after < 1:
             raise ControlError(422, "retry_after must be >= 1", "retry_after")
         applies_to = body.get("applies_to", "all")
@@ -243,11 +192,11 @@ class Control:
         booking = tenant.bookings.get(int(request.path_params["id"]))
         if booking is None:
             raise ControlError(404, "unknown booking")
-        body = await _json(request)
+        body = await read_json(request)
         status = body.get("status")
         if status not in ("Accepted", "Dismissed", "Converted"):
             raise ControlError(422, "status must be Accepted, Dismissed or Converted", "status")
-        reason = _opt(body, "dismissing_reason_id", int)
+        reason = opt(body, "dismissing_reason_id", int)
         try:
             tenant.advance_booking(booking, status, dismissing_reason_id=reason)
         except TransitionError as exc:
@@ -262,11 +211,11 @@ class Control:
         job = tenant.jobs.get(int(request.path_params["id"]))
         if job is None:
             raise ControlError(404, "unknown job")
-        body = await _json(request)
+        body = await read_json(request)
         status = body.get("status")
         if not isinstance(status, str):
             raise ControlError(422, "status is required", "status")
-        total = _money(body.get("invoice_total"), "invoice_total")
+        total = amount(body.get("invoice_total"), "invoice_total")
         try:
             tenant.advance_job(job, status, total=total)
         except TransitionError as exc:
@@ -283,7 +232,7 @@ class Control:
         invoice = tenant.invoices.get(int(request.path_params["id"]))
         if invoice is None:
             raise ControlError(404, "unknown invoice")
-        total = _money((await _json(request)).get("total"), "total")
+        total = amount((await read_json(request)).get("total"), "total")
         if total is None:
             raise ControlError(422, "total is required", "total")
         tenant.adjust_invoice(invoice, total)
@@ -295,7 +244,7 @@ class Control:
 
     async def put_office(self, request: Request) -> Response:
         try:
-            config = parse_office(await _json(request), self.sandbox.office)
+            config = parse_office(await read_json(request), self.sandbox.office)
         except ConfigError as exc:
             raise ControlError(422, exc.message, exc.field) from None
         self.office.configure(config)
@@ -315,19 +264,9 @@ class Control:
         return json_response(200, {"tenants": tenants, "unattributed": dict(self.sandbox.unattributed)})
 
     def routes(self) -> list[Route]:
-        def wrap(fn: Any) -> Any:
-            async def endpoint(request: Request) -> Response:
-                try:
-                    response: Response = await fn(request)
-                    return response
-                except ControlError as exc:
-                    return exc.response()
-
-            return endpoint
-
         p = "/_sandbox"
         t = p + "/tenants/{tenant}"
-        table: list[tuple[str, str, Any]] = [
+        table: list[tuple[str, str, Endpoint]] = [
             ("GET", p + "/health", self.health),
             ("POST", p + "/reset", self.reset),
             ("GET", p + "/inspect", self.inspect_all),
@@ -349,4 +288,4 @@ class Control:
             ("PUT", p + "/office", self.put_office),
             ("POST", p + "/office/tick", self.office_tick),
         ]
-        return [Route(path, wrap(fn), methods=[method]) for method, path, fn in table]
+        return route_table(table)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
 from starlette.responses import Response
 
-JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+from sandboxes.common.errors import json_response as json_response
 
 ERROR_TYPES: dict[int, str] = {
     400: "https://tools.ietf.org/html/rfc7231#section-6.5.1",
@@ -49,11 +48,6 @@ def error_body(status: int, title: str | None = None, errors: dict[str, list[str
         "errors": errors or {},
         "data": {},
     }
-
-
-def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return Response(body, status_code=status, headers=headers, media_type=JSON_CONTENT_TYPE)
 
 
 class ApiError(Exception):
