@@ -16,7 +16,6 @@ Decisions (``docs/housecallpro.md`` has the reasoning):
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
@@ -31,6 +30,7 @@ from integration_core.providers.housecallpro.models import (
     LeadCreate,
     NewAddress,
 )
+from integration_core.providers.matching import normalize_phone, same_address, same_name
 
 __all__ = [
     "MARKER_PREFIX",
@@ -46,6 +46,7 @@ __all__ = [
     "note_text",
     "revenue_from_invoices",
     "same_address",
+    "same_name",
     "split_name",
 ]
 
@@ -168,29 +169,8 @@ def job_body(request: DeliveryRequest, config: HousecallProSettings, *, customer
 # --------------------------------------------------------------------------------------------------------------
 
 
-def normalize_phone(value: str | None) -> str:
-    """Digits only, without a leading US country code: ``+1 (512) 555-0100`` → ``5125550100``."""
-    digits = re.sub(r"\D", "", value or "")
-    if len(digits) == 11 and digits.startswith("1"):
-        digits = digits[1:]
-    return digits
-
-
-def _norm(value: str | None) -> str:
-    return " ".join((value or "").lower().replace(".", " ").replace(",", " ").split())
-
-
-def same_name(a: str, b: str) -> bool:
-    return _norm(a) == _norm(b) and bool(_norm(a))
-
-
-def same_address(street: str | None, unit: str | None, zip_code: str | None, request: DeliveryRequest) -> bool:
-    """Whether a Housecall Pro address is the request's service address (street, line 2 and 5-digit zip)."""
-    return (
-        _norm(street) == _norm(request.street)
-        and _norm(unit) == _norm(request.unit)
-        and _norm(zip_code)[:5] == _norm(request.zip)[:5]
-    )
+# ``normalize_phone``, ``same_name`` and ``same_address`` (an address's ``street_line_2`` as the unit) come from
+# :mod:`integration_core.providers.matching`.
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -20,12 +20,12 @@ Decisions:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from integration_core.providers.base import DeliveryRequest, ExternalStatus
+from integration_core.providers.matching import normalize_phone, same_address
 from integration_core.providers.servicetitan.config import ConnectionConfig
 from integration_core.providers.servicetitan.models import (
     Address,
@@ -215,25 +215,7 @@ def job_body(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def normalize_phone(value: str | None) -> str:
-    """Digits only, without a leading US country code: ``+1 (512) 555-0100`` → ``5125550100``."""
-    digits = re.sub(r"\D", "", value or "")
-    if len(digits) == 11 and digits.startswith("1"):
-        digits = digits[1:]
-    return digits
-
-
-def _norm(value: str | None) -> str:
-    return " ".join((value or "").lower().replace(".", " ").replace(",", " ").split())
-
-
-def same_address(street: str | None, unit: str | None, zip_code: str | None, request: DeliveryRequest) -> bool:
-    """Whether a ServiceTitan address is the request's service address (street, unit and 5-digit zip)."""
-    return (
-        _norm(street) == _norm(request.street)
-        and _norm(unit) == _norm(request.unit)
-        and _norm(zip_code)[:5] == _norm(request.zip)[:5]
-    )
+# ``normalize_phone`` and ``same_address`` come from :mod:`integration_core.providers.matching`.
 
 
 # --------------------------------------------------------------------------------------------------------------
