@@ -16,45 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from integration_core.cli.common import ExitCode, console, core_errors, fail
 from integration_core.settings import get_settings
-
-try:  # the shared CLI helpers (exit codes, consoles), where present
-    from integration_core.cli.common import ExitCode, console, core_errors, fail
-except ImportError:  # pragma: no cover - the same behaviour, standalone
-    import enum
-    from collections.abc import Iterator
-    from contextlib import contextmanager
-
-    from rich.console import Console
-
-    from integration_core.errors import InvalidInput, NotFound
-
-    class ExitCode(enum.IntEnum):  # type: ignore[no-redef]
-        ok = 0
-        failed = 1
-        usage = 2
-        unavailable = 3
-        not_found = 4
-
-    console = Console()
-
-    def fail(message: str, code: ExitCode = ExitCode.failed) -> typer.Exit:
-        Console(stderr=True).print(f"[red]error:[/red] {message}")
-        return typer.Exit(int(code))
-
-    @contextmanager
-    def core_errors() -> Iterator[None]:
-        from sqlalchemy.exc import OperationalError
-
-        try:
-            yield
-        except NotFound as exc:
-            raise fail(str(exc), ExitCode.not_found) from None
-        except InvalidInput as exc:
-            raise fail(str(exc), ExitCode.usage) from None
-        except OperationalError as exc:
-            raise fail(f"database unavailable ({type(exc.orig).__name__})", ExitCode.unavailable) from None
-
 
 webhooks_app = typer.Typer(help="Provider webhooks: the inbox, replay, per-connection settings.", no_args_is_help=True)
 
