@@ -243,17 +243,23 @@ def update_company(session: Session, company_id: uuid.UUID, data: CompanyUpdate,
     return company
 
 
-def set_company_active(session: Session, company_id: uuid.UUID, active: bool, *, actor: str) -> Company:
-    company = _company(session, company_id)
-    company.active = active
+def _set_active(session: Session, entity: Company | Technician, active: bool, *, actor: str) -> None:
+    """Enable or disable a company or technician, audited as ``<company|technician>.<enabled|disabled>``."""
+    entity_type = "company" if isinstance(entity, Company) else "technician"
+    entity.active = active
     session.flush()
     audit.record(
         session,
         actor=actor,
-        action="company.enabled" if active else "company.disabled",
-        entity_type="company",
-        entity_id=company.id,
+        action=f"{entity_type}.enabled" if active else f"{entity_type}.disabled",
+        entity_type=entity_type,
+        entity_id=entity.id,
     )
+
+
+def set_company_active(session: Session, company_id: uuid.UUID, active: bool, *, actor: str) -> Company:
+    company = _company(session, company_id)
+    _set_active(session, company, active, actor=actor)
     return company
 
 
@@ -281,15 +287,7 @@ def set_technician_active(
     tech = session.get(Technician, technician_id)
     if tech is None or tech.company_id != company_id:
         raise NotFound("technician", technician_id)
-    tech.active = active
-    session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="technician.enabled" if active else "technician.disabled",
-        entity_type="technician",
-        entity_id=tech.id,
-    )
+    _set_active(session, tech, active, actor=actor)
     return tech
 
 
