@@ -22,7 +22,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandboxes.servicetitan.api import ConnectionDropped, DroppedResponse
+from sandboxes.common.app import ConnectionDropped, DroppedResponse
 from sandboxes.servicetitan.faults import FaultDecision
 
 from .errors import ApiError, error_body, field_error, json_response

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandboxes.common.app import build_app, serve_app
 from sandboxes.common.webhooks import ForwardingListener, WebhookEmitter
-from sandboxes.servicetitan.app import _install_log_filter
 
 from .api import ENDPOINTS, Api, Endpoint
 from .config import HcpConfig
@@ -34,14 +30,6 @@ def _endpoint(api: Api, ep: Endpoint) -> Any:
 
     endpoint.__name__ = ep.handler.__name__
     return endpoint
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return ApiError(404, f"No route for {request.method} {request.url.path}").response()
-
-
-async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return ApiError(405, f"{request.method} is not allowed on {request.url.path}").response()
 
 
 def create_app(config: HcpConfig | None = None, *, definitions: Definitions | None = None) -> Starlette:
@@ -66,28 +54,16 @@ def create_app(config: HcpConfig | None = None, *, definitions: Definitions | No
         for ep in eps:
             routes.append(Route(template, _endpoint(api, ep), methods=[ep.method]))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if config.preload_definitions and not definitions.loaded:
-            threading.Thread(target=definitions.load, name="hcp-definitions", daemon=True).start()
-        task = asyncio.create_task(office.run(), name="hcp-sandbox-office")
-        webhooks.start()
-        try:
-            yield
-        finally:
-            webhooks.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _not_found, 405: _method_not_allowed})
-    app.state.sandbox = sandbox
-    app.state.office = office
-    app.state.config = config
-    app.state.definitions = definitions
-    app.state.webhooks = webhooks
-    _install_log_filter()
-    return app
+    return build_app(
+        routes,
+        error=ApiError,
+        definitions=definitions,
+        preload_definitions=config.preload_definitions,
+        office=office,
+        webhooks=webhooks,
+        name="hcp",
+        state={"sandbox": sandbox, "config": config},
+    )
 
 
 def serve(
@@ -95,14 +71,4 @@ def serve(
 ) -> None:
     """Run the sandbox under uvicorn until interrupted (blocking). Access logs stay off: query strings (`q`)
     carry homeowner data."""
-    import uvicorn
-
-    uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=2,
-    )
+    serve_app(create_app(config), host, port, log_level=log_level)

@@ -21,7 +21,8 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+
+from sandboxes.common.app import DroppedResponse
 
 from .auth import SCOPES
 from .errors import ApiError, error_body, json_response, validation_error
@@ -31,28 +32,6 @@ from .spec import Definitions
 from .state import PRIORITIES, Booking, Contact, Job, Location, Sandbox, Tenant, fmt_dt
 
 Handler = Callable[["Ctx"], tuple[int, Any]]
-
-
-class ConnectionDropped(Exception):
-    """Raised after `http.response.start` so the server closes the connection mid-response (fault mode `drop`)."""
-
-
-class DroppedResponse(Response):
-    """Starts a 200 answer, then fails: uvicorn closes the connection, the client sees a truncated response."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", b"4096")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"id":', "more_body": True})
-        raise ConnectionDropped("sandbox fault: connection dropped after the write was committed")
 
 
 @dataclass
