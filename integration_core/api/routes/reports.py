@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query
 
@@ -23,6 +23,8 @@ To = Annotated[date, Query(alias="to", description="last reporting day, included
 PageNo = Annotated[int, Query(ge=1, le=1_000_000, description="page number, from 1")]
 PageSize = Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX, description="rows per page")]
 
+R = TypeVar("R", DeliveryReportRow, OutcomeReportRow)
+
 
 def _check_range(first: date, last: date) -> None:
     if last < first:
@@ -32,10 +34,21 @@ def _check_range(first: date, last: date) -> None:
 
 
 def _page(
-    session: SessionDep, kind: ReportKind, first: date, last: date, page: int, size: int
-) -> tuple[list[dict[str, Any]], int]:
+    session: SessionDep, kind: ReportKind, row: type[R], first: date, last: date, page: int, size: int
+) -> ReportPage[R]:
     _check_range(first, last)
-    return read_report(session, kind, first, last, offset=(page - 1) * size, limit=size)
+    rows, total = read_report(session, kind, first, last, offset=(page - 1) * size, limit=size)
+    # a row model known only at run time: mypy cannot check ``ReportPage[row]``
+    return ReportPage[row](  # type: ignore[valid-type,return-value]
+        report=kind,
+        date_from=first,
+        date_to=last,
+        page=page,
+        page_size=size,
+        total=total,
+        pages=-(-total // size),
+        rows=[row.model_validate(r) for r in rows],
+    )
 
 
 @router.get("/deliveries", response_model=ReportPage[DeliveryReportRow])
@@ -44,17 +57,7 @@ def deliveries(
 ) -> ReportPage[DeliveryReportRow]:
     """Per day, receiving company and provider: routed, synced, failed, still open, failure rate, routed → synced
     p50/p95/max, attempts per delivery, 429s, top error codes."""
-    rows, total = _page(session, "deliveries", date_from, date_to, page, page_size)
-    return ReportPage[DeliveryReportRow](
-        report="deliveries",
-        date_from=date_from,
-        date_to=date_to,
-        page=page,
-        page_size=page_size,
-        total=total,
-        pages=-(-total // page_size),
-        rows=[DeliveryReportRow.model_validate(r) for r in rows],
-    )
+    return _page(session, "deliveries", DeliveryReportRow, date_from, date_to, page, page_size)
 
 
 @router.get("/outcomes", response_model=ReportPage[OutcomeReportRow])
@@ -63,14 +66,4 @@ def outcomes(
 ) -> ReportPage[OutcomeReportRow]:
     """Per day, referring company and technician: referred, delivered, accepted, completed, canceled/dismissed,
     revenue, conversion rate, median days to completion."""
-    rows, total = _page(session, "outcomes", date_from, date_to, page, page_size)
-    return ReportPage[OutcomeReportRow](
-        report="outcomes",
-        date_from=date_from,
-        date_to=date_to,
-        page=page,
-        page_size=page_size,
-        total=total,
-        pages=-(-total // page_size),
-        rows=[OutcomeReportRow.model_validate(r) for r in rows],
-    )
+    return _page(session, "outcomes", OutcomeReportRow, date_from, date_to, page, page_size)
