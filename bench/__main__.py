@@ -86,6 +86,26 @@ def _fresh_database(admin: str, name: str) -> str:
     return url
 
 
+def _drop_database(admin: str, name: str) -> None:
+    libpq = make_url(admin).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _wait_for_sandbox(proc: subprocess.Popen[bytes], url: str, what: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Wait (60 s at most) until the sandbox at ``url`` has loaded its definitions; kill it if it does not."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/_sandbox/health", timeout=1).json()["definitions_loaded"]:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")
+
+
 def _start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
     from integration_core.local.http_server import free_port
 
@@ -96,26 +116,72 @@ def _start_sandbox() -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    return _wait_for_sandbox(proc, f"http://127.0.0.1:{port}", "sandbox")
+
+
+def throughput_world(engine: Any, receiver_name: str, connection: dict[str, Any], routings: int) -> uuid.UUID:
+    """A referrer with one technician and ``routings`` jobs for distinct homeowners, all routed to one receiving
+    company connected with ``connection``; the receiver's id."""
+    from integration_core.db.engine import session_scope
+    from integration_core.referrals.directory import create_company, upsert_connection
+    from integration_core.schemas import CompanyCreate, ConnectionCreate
+
+    with session_scope(engine) as session:
+        referrer = create_company(session, CompanyCreate(name="Bench Referrer"), actor="bench")
+        tech: uuid.UUID = session.execute(
+            text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": referrer.id}
+        ).scalar_one()
+        receiver = create_company(session, CompanyCreate(name=receiver_name), actor="bench")
+        upsert_connection(
+            session, receiver.id, ConnectionCreate.model_validate(connection), secret_key=SECRET, actor="bench"
+        )
+        receiver_id: uuid.UUID = receiver.id
+    with engine.begin() as conn:
+        jobs: list[uuid.UUID] = list(
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
+                    "created_by_company_id, created_by_technician_id) SELECT 'Bench job ' || g, g || ' Main St', "
+                    "'Austin', 'TX', '78701', 'Owner ' || g, '512555' || lpad(g::text, 4, '0'), :r, :t "
+                    "FROM generate_series(1, :n) g RETURNING id"
+                ),
+                {"r": referrer.id, "t": tech, "n": routings},
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            text("INSERT INTO job_routings (job_id, receiving_company_id) SELECT unnest(CAST(:j AS uuid[])), :rc"),
+            {"j": list(jobs), "rc": receiver_id},
+        )
+    return receiver_id
+
+
+def timed_drain(url: str, receiver_id: uuid.UUID) -> tuple[Any, float]:
+    """``drain`` the receiver's routings (one hour at most): its summary and the wall-clock seconds it took."""
+    from integration_core.delivery.engine import drain
+    from integration_core.settings import Settings
+
+    settings = Settings(DATABASE_URL=url, SECRET_KEY=SECRET, ENVIRONMENT="test")
+
+    async def run() -> Any:
+        aengine = create_async_engine(url, pool_size=20, max_overflow=10)
         try:
-            if httpx.get(url + "/_sandbox/health", timeout=1).json()["definitions_loaded"]:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("sandbox did not start")
+            return await drain(aengine, settings, receiver_id, "bench", time_budget_seconds=3600)
+        finally:
+            await aengine.dispose()
+
+    started = time.monotonic()
+    summary = asyncio.run(run())
+    return summary, time.monotonic() - started
+
+
+def count_unsynced(engine: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM job_routings WHERE status <> 'synced'")).scalar() or 0)
 
 
 def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str, Any]:
-    from integration_core.db.engine import session_scope
-    from integration_core.delivery.engine import drain
-    from integration_core.referrals.directory import create_company, upsert_connection
-    from integration_core.schemas import CompanyCreate, ConnectionCreate
-    from integration_core.settings import Settings
-
     admin, _ = _server_admin_url()
     url = _fresh_database(admin, f"si_bench_{os.getpid()}")
     sandbox, sandbox_url = _start_sandbox()
@@ -137,68 +203,28 @@ def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str
             json={"latency": {"kind": "fixed", "ms": latency_ms}, "applies_to": "all"},
         ).raise_for_status()
         engine = create_engine(url)
-        with session_scope(engine) as session:
-            referrer = create_company(session, CompanyCreate(name="Bench Referrer"), actor="bench")
-            tech: uuid.UUID = session.execute(
-                text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": referrer.id}
-            ).scalar_one()
-            receiver = create_company(session, CompanyCreate(name="Bench Receiver"), actor="bench")
-            upsert_connection(
-                session,
-                receiver.id,
-                ConnectionCreate.model_validate(
-                    {
-                        "environment": "sandbox",
-                        "base_url": sandbox_url,
-                        "tenant_id": tenant,
-                        "client_id": "cid.bench",
-                        "client_secret": "cs1.bench",
-                        "app_key": "ak1.bench",
-                        "booking_provider_id": t["booking_provider_ids"][0],
-                        "rate_limit_per_second": budget,
-                        "rate_limit_burst": 10,
-                    }
-                ),
-                secret_key=SECRET,
-                actor="bench",
-            )
-            receiver_id = receiver.id
-        with engine.begin() as conn:
-            jobs: list[uuid.UUID] = list(
-                conn.execute(
-                    text(
-                        "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
-                        "created_by_company_id, created_by_technician_id) SELECT 'Bench job ' || g, g || ' Main St', "
-                        "'Austin', 'TX', '78701', 'Owner ' || g, '512555' || lpad(g::text, 4, '0'), :r, :t "
-                        "FROM generate_series(1, :n) g RETURNING id"
-                    ),
-                    {"r": referrer.id, "t": tech, "n": routings},
-                )
-                .scalars()
-                .all()
-            )
-            conn.execute(
-                text("INSERT INTO job_routings (job_id, receiving_company_id) SELECT unnest(CAST(:j AS uuid[])), :rc"),
-                {"j": list(jobs), "rc": receiver_id},
-            )
-        settings = Settings(DATABASE_URL=url, SECRET_KEY=SECRET, ENVIRONMENT="test")
-
-        async def run() -> Any:
-            aengine = create_async_engine(url, pool_size=20, max_overflow=10)
-            try:
-                return await drain(aengine, settings, receiver_id, "bench", time_budget_seconds=3600)
-            finally:
-                await aengine.dispose()
-
-        started = time.monotonic()
-        summary = asyncio.run(run())
-        wall = time.monotonic() - started
+        receiver_id = throughput_world(
+            engine,
+            "Bench Receiver",
+            {
+                "environment": "sandbox",
+                "base_url": sandbox_url,
+                "tenant_id": tenant,
+                "client_id": "cid.bench",
+                "client_secret": "cs1.bench",
+                "app_key": "ak1.bench",
+                "booking_provider_id": t["booking_provider_ids"][0],
+                "rate_limit_per_second": budget,
+                "rate_limit_burst": 10,
+            },
+            routings,
+        )
+        summary, wall = timed_drain(url, receiver_id)
         info = httpx.get(f"{sandbox_url}/_sandbox/tenants/{tenant}/inspect", params={"timestamps": "true"}).json()
         stamps = info["accepted_timestamps"]
         span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else wall
         achieved = (len(stamps) - 1) / span if span > 0 else 0.0
-        with engine.connect() as conn:
-            unsynced = conn.execute(text("SELECT count(*) FROM job_routings WHERE status <> 'synced'")).scalar()
+        unsynced = count_unsynced(engine)
         engine.dispose()
         duplicates = sum(n - 1 for counts in info["markers"].values() for n in counts.values() if n > 1)
         return {
@@ -223,9 +249,7 @@ def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str
     finally:
         sandbox.terminate()
         sandbox.wait(10)
-        libpq = make_url(admin).set(drivername="postgresql").render_as_string(False)
-        with psycopg.connect(libpq, autocommit=True) as admin_conn:
-            admin_conn.execute(f'DROP DATABASE IF EXISTS "si_bench_{os.getpid()}" WITH (FORCE)')
+        _drop_database(admin, f"si_bench_{os.getpid()}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,21 +11,24 @@ sandbox served (the client paces itself under the budget); `duplicates` from the
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
-import uuid
 from typing import Any
 
 import httpx
-import psycopg
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import create_engine
 
-from bench.__main__ import ROOT, SECRET, _fresh_database, _server_admin_url
+from bench.__main__ import (
+    ROOT,
+    _drop_database,
+    _fresh_database,
+    _server_admin_url,
+    _wait_for_sandbox,
+    count_unsynced,
+    throughput_world,
+    timed_drain,
+)
 
 DEFAULT_ROUTINGS = 1000
 
@@ -40,28 +43,12 @@ def _start_hcp_sandbox() -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/_sandbox/health", timeout=1).json()["definitions_loaded"]:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the Housecall Pro sandbox did not start")
+    return _wait_for_sandbox(proc, f"http://127.0.0.1:{port}", "the Housecall Pro sandbox")
 
 
 def throughput_hcp(
     latency_ms: int, routings: int = DEFAULT_ROUTINGS, budget: float = 20.0, mode: str = "lead"
 ) -> dict[str, Any]:
-    from integration_core.db.engine import session_scope
-    from integration_core.delivery.engine import drain
-    from integration_core.referrals.directory import create_company, upsert_connection
-    from integration_core.schemas import CompanyCreate, ConnectionCreate
-    from integration_core.settings import Settings
-
     admin, _ = _server_admin_url()
     db_name = f"si_bench_hcp_{os.getpid()}"
     url = _fresh_database(admin, db_name)
@@ -77,69 +64,29 @@ def throughput_hcp(
             timeout=10,
         ).raise_for_status()
         engine = create_engine(url)
-        with session_scope(engine) as session:
-            referrer = create_company(session, CompanyCreate(name="Bench Referrer"), actor="bench")
-            tech: uuid.UUID = session.execute(
-                text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": referrer.id}
-            ).scalar_one()
-            receiver = create_company(session, CompanyCreate(name="Bench HCP Receiver"), actor="bench")
-            upsert_connection(
-                session,
-                receiver.id,
-                ConnectionCreate.model_validate(
-                    {
-                        "provider": "housecallpro",
-                        "environment": "sandbox",
-                        "base_url": sandbox_url,
-                        "company_id": company_id,
-                        "api_key": api_key,
-                        "delivery_mode": mode,
-                        "rate_limit_per_second": budget,
-                        "rate_limit_burst": 10,
-                    }
-                ),
-                secret_key=SECRET,
-                actor="bench",
-            )
-            receiver_id = receiver.id
-        with engine.begin() as conn:
-            jobs: list[uuid.UUID] = list(
-                conn.execute(
-                    text(
-                        "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
-                        "created_by_company_id, created_by_technician_id) SELECT 'Bench job ' || g, g || ' Main St', "
-                        "'Austin', 'TX', '78701', 'Owner ' || g, '512555' || lpad(g::text, 4, '0'), :r, :t "
-                        "FROM generate_series(1, :n) g RETURNING id"
-                    ),
-                    {"r": referrer.id, "t": tech, "n": routings},
-                )
-                .scalars()
-                .all()
-            )
-            conn.execute(
-                text("INSERT INTO job_routings (job_id, receiving_company_id) SELECT unnest(CAST(:j AS uuid[])), :rc"),
-                {"j": list(jobs), "rc": receiver_id},
-            )
-        settings = Settings(DATABASE_URL=url, SECRET_KEY=SECRET, ENVIRONMENT="test")
-
-        async def run() -> Any:
-            aengine = create_async_engine(url, pool_size=20, max_overflow=10)
-            try:
-                return await drain(aengine, settings, receiver_id, "bench", time_budget_seconds=3600)
-            finally:
-                await aengine.dispose()
-
-        started = time.monotonic()
-        summary = asyncio.run(run())
-        wall = time.monotonic() - started
+        receiver_id = throughput_world(
+            engine,
+            "Bench HCP Receiver",
+            {
+                "provider": "housecallpro",
+                "environment": "sandbox",
+                "base_url": sandbox_url,
+                "company_id": company_id,
+                "api_key": api_key,
+                "delivery_mode": mode,
+                "rate_limit_per_second": budget,
+                "rate_limit_burst": 10,
+            },
+            routings,
+        )
+        summary, wall = timed_drain(url, receiver_id)
         info = httpx.get(
             f"{sandbox_url}/_sandbox/accounts/{company_id}/inspect", params={"timestamps": "true"}, timeout=30
         ).json()
         stamps = info["accepted_timestamps"]
         span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else wall
         achieved = (len(stamps) - 1) / span if span > 0 else 0.0
-        with engine.connect() as conn:
-            unsynced = conn.execute(text("SELECT count(*) FROM job_routings WHERE status <> 'synced'")).scalar()
+        unsynced = count_unsynced(engine)
         engine.dispose()
         records = "leads" if mode == "lead" else "jobs"
         per_marker = [places.get("tags", 0) for places in info["markers"][records].values()]
@@ -168,6 +115,4 @@ def throughput_hcp(
     finally:
         sandbox.terminate()
         sandbox.wait(10)
-        libpq = make_url(admin).set(drivername="postgresql").render_as_string(False)
-        with psycopg.connect(libpq, autocommit=True) as admin_conn:
-            admin_conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        _drop_database(admin, db_name)
