@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 from datetime import timedelta
+
+from sandboxes.common.office import OfficeLoop
 
 from .config import OfficeConfig
 from .state import JOB_CHAIN, Account, Sandbox
 
-log = logging.getLogger(__name__)
 
+class Office(OfficeLoop[OfficeConfig, tuple[str, int]]):
+    failure_message = "housecall pro sandbox office tick failed"
 
-class Office:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.rng = random.Random(sandbox.office.seed)
-        self._fates: dict[tuple[str, str, str], tuple[str, int]] = {}
-        self.ticks = 0
+        super().__init__()
 
     @property
     def config(self) -> OfficeConfig:
         return self.sandbox.office
 
-    def configure(self, config: OfficeConfig) -> None:
-        """Apply a new configuration; the RNG restarts from its seed (fates already drawn are forgotten)."""
+    def _store(self, config: OfficeConfig) -> None:
         self.sandbox.office = config
-        self.rng = random.Random(config.seed)
-        self._fates.clear()
-
-    def reset(self) -> None:
-        self.configure(self.sandbox.office)
-        self.ticks = 0
 
     def tick(self) -> dict[str, int]:
         """Move every open record of the office's accounts one step (invoices, then jobs, then leads), in id
@@ -52,21 +42,18 @@ class Office:
         return moved
 
     def _fate(self, account: Account, kind: str, record_id: str) -> tuple[str, int]:
-        key = (account.company_id, kind, record_id)
-        fate = self._fates.get(key)
-        if fate is None:
-            cfg = self.config
-            u = self.rng.random()
+        cfg = self.config
+
+        def draw(u: float) -> tuple[str, int]:
             if kind == "lead":
-                fate = ("lost", 0) if u < cfg.lost_rate else ("convert", 0)
-            elif kind == "invoice":
-                fate = ("unpaid", 0) if u < cfg.unpaid_rate else ("pay", 0)
-            elif u < cfg.cancel_rate:
-                fate = ("cancel", self.rng.randrange(len(JOB_CHAIN) - 1))  # canceled while at this chain index
-            else:
-                fate = ("complete", round(self.rng.uniform(cfg.min_total, cfg.max_total) * 100))
-            self._fates[key] = fate
-        return fate
+                return ("lost", 0) if u < cfg.lost_rate else ("convert", 0)
+            if kind == "invoice":
+                return ("unpaid", 0) if u < cfg.unpaid_rate else ("pay", 0)
+            if u < cfg.cancel_rate:
+                return ("cancel", self.rng.randrange(len(JOB_CHAIN) - 1))  # canceled while at this chain index
+            return ("complete", round(self.rng.uniform(cfg.min_total, cfg.max_total) * 100))
+
+        return self._fate_for((account.company_id, kind, record_id), draw)
 
     def _step_lead(self, account: Account, lead_id: str) -> bool:
         lead = account.leads[lead_id]
@@ -106,12 +93,3 @@ class Office:
             return False
         self.sandbox.pay_invoice(account, invoice)
         return True
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.pace_s)
-            if self.config.enabled:
-                try:
-                    self.tick()
-                except Exception:  # keep the office alive; the error has no homeowner data
-                    log.exception("housecall pro sandbox office tick failed")

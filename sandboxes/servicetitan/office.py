@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 from decimal import Decimal
 from typing import Any
+
+from sandboxes.common.office import OfficeLoop
 
 from .config import OfficeConfig
 from .state import JOB_CHAIN, Sandbox, Tenant
 
-log = logging.getLogger(__name__)
 
-
-class Office:
+class Office(OfficeLoop[OfficeConfig, tuple[str, Any]]):
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.rng = random.Random(sandbox.office.seed)
-        self._fates: dict[tuple[str, str, int], tuple[str, Any]] = {}
-        self.ticks = 0
+        super().__init__()
 
     @property
     def config(self) -> OfficeConfig:
         return self.sandbox.office
 
-    def configure(self, config: OfficeConfig) -> None:
-        """Apply a new configuration; the RNG restarts from its seed (fates already drawn are forgotten)."""
+    def _store(self, config: OfficeConfig) -> None:
         self.sandbox.office = config
-        self.rng = random.Random(config.seed)
-        self._fates.clear()
-
-    def reset(self) -> None:
-        self.configure(self.sandbox.office)
-        self.ticks = 0
 
     # -- one step of work ------------------------------------------------------------------------
     def tick(self) -> dict[str, int]:
@@ -50,25 +38,20 @@ class Office:
         return moved
 
     def _fate(self, tenant: Tenant, kind: str, record_id: int) -> tuple[str, Any]:
-        key = (tenant.tenant_id, kind, record_id)
-        fate = self._fates.get(key)
-        if fate is None:
-            cfg = self.config
-            u = self.rng.random()
+        cfg = self.config
+
+        def draw(u: float) -> tuple[str, Any]:
             if kind == "booking":
                 if u < cfg.dismiss_rate:
-                    fate = ("dismiss", None)
-                elif u < cfg.dismiss_rate + cfg.accept_only_rate:
-                    fate = ("accept_only", None)
-                else:
-                    fate = ("convert", None)
-            elif u < cfg.cancel_rate:
-                fate = ("cancel", self.rng.randrange(len(JOB_CHAIN) - 1))  # canceled while at this chain index
-            else:
-                total = Decimal(str(round(self.rng.uniform(cfg.min_total, cfg.max_total), 2)))
-                fate = ("complete", total)
-            self._fates[key] = fate
-        return fate
+                    return ("dismiss", None)
+                if u < cfg.dismiss_rate + cfg.accept_only_rate:
+                    return ("accept_only", None)
+                return ("convert", None)
+            if u < cfg.cancel_rate:
+                return ("cancel", self.rng.randrange(len(JOB_CHAIN) - 1))  # canceled while at this chain index
+            return ("complete", Decimal(str(round(self.rng.uniform(cfg.min_total, cfg.max_total), 2))))
+
+        return self._fate_for((tenant.tenant_id, kind, record_id), draw)
 
     def _step_booking(self, tenant: Tenant, booking_id: int) -> bool:
         booking = tenant.bookings[booking_id]
@@ -95,13 +78,3 @@ class Office:
         following = JOB_CHAIN[index + 1]
         tenant.advance_job(job, following, total=detail if following == "Completed" else None)
         return True
-
-    # -- background loop -------------------------------------------------------------------------
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.pace_s)
-            if self.config.enabled:
-                try:
-                    self.tick()
-                except Exception:  # keep the office alive; the error has no homeowner data
-                    log.exception("sandbox office tick failed")
