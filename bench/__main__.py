@@ -312,6 +312,27 @@ def add_receiver(
     return company.id
 
 
+def post_referral(
+    api: httpx.Client, n: int, key: str, referrer: Any, tech: Any, *, zip_code: str, companies: int
+) -> str:
+    """``POST /api/jobs/`` the ``n``-th referral (homeowner ``Owner n``, skill ``trade_<n % companies>``); its id."""
+    r = api.post(
+        "/api/jobs/",
+        headers={"Idempotency-Key": key},
+        json={
+            "summary": f"Referral {n}",
+            "homeowner": {"name": f"Owner {n}", "phone": f"512-555-{n:04d}"},
+            "address": {"street": f"{n} Congress Ave", "city": "Austin", "state": "TX", "zip_code": zip_code},
+            "created_by_company_id": str(referrer),
+            "created_by_technician_id": str(tech),
+            "required_skills": [f"trade_{n % companies}"],
+        },
+    )
+    r.raise_for_status()
+    job_id: str = r.json()["id"]
+    return job_id
+
+
 def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> dict[str, Any]:
     from integration_core.db import embedded
     from integration_core.db.engine import session_scope
@@ -338,20 +359,7 @@ def e2e(referrals: int = 200, per_second: float = 2.0, companies: int = 10) -> d
         for n in range(referrals):
             target = t0 + n / per_second
             time.sleep(max(0.0, target - time.monotonic()))
-            r = api.post(
-                "/api/jobs/",
-                headers={"Idempotency-Key": f"bench-{n}"},
-                json={
-                    "summary": f"Referral {n}",
-                    "homeowner": {"name": f"Owner {n}", "phone": f"512-555-{n:04d}"},
-                    "address": {"street": f"{n} Congress Ave", "city": "Austin", "state": "TX", "zip_code": zip_code},
-                    "created_by_company_id": str(referrer),
-                    "created_by_technician_id": str(tech),
-                    "required_skills": [f"trade_{n % companies}"],
-                },
-            )
-            r.raise_for_status()
-            job_ids.append(r.json()["id"])
+            job_ids.append(post_referral(api, n, f"bench-{n}", referrer, tech, zip_code=zip_code, companies=companies))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with engine.connect() as conn:

@@ -36,7 +36,16 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from bench.__main__ import ROOT, SECRET, TOKEN, _fresh_database, _server_admin_url, _start_sandbox, add_receiver
+from bench.__main__ import (
+    ROOT,
+    SECRET,
+    TOKEN,
+    _fresh_database,
+    _server_admin_url,
+    _start_sandbox,
+    add_receiver,
+    post_referral,
+)
 from bench.__main__ import percentile as _percentile
 
 ST_SECRET = "bench-webhook-secret-0123456789abcdef"
@@ -97,19 +106,7 @@ def webhook_latency(
         api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
         referrer, tech = demo_company_id("handy-neighbors"), demo_technician_id("handy-neighbors")
         for n in range(events):
-            r = api.post(
-                "/api/jobs/",
-                headers={"Idempotency-Key": f"bench-wh-{n}"},
-                json={
-                    "summary": f"Referral {n}",
-                    "homeowner": {"name": f"Owner {n}", "phone": f"512-555-{n:04d}"},
-                    "address": {"street": f"{n} Congress Ave", "city": "Austin", "state": "TX", "zip_code": zip_code},
-                    "created_by_company_id": str(referrer),
-                    "created_by_technician_id": str(tech),
-                    "required_skills": [f"trade_{n % companies}"],
-                },
-            )
-            r.raise_for_status()
+            post_referral(api, n, f"bench-wh-{n}", referrer, tech, zip_code=zip_code, companies=companies)
 
         def synced() -> list[Any] | None:
             with engine.connect() as conn:
