@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
-import random
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
@@ -24,7 +22,7 @@ import httpx
 from sqlalchemy import Engine
 
 from integration_core.db.engine import session_scope
-from integration_core.providers.base import DeliveryRequest, Permanent
+from integration_core.providers.base import DeliveryRequest
 from integration_core.providers.housecallpro.config import HousecallProConnection
 from integration_core.providers.housecallpro.provider import HousecallProProvider
 from integration_core.referrals.directory import create_company, upsert_connection
@@ -32,13 +30,27 @@ from integration_core.schemas import CompanyCreate, ConnectionCreate
 from sandboxes.housecallpro.spec import ValidatingTransport
 from tests.support.config import TEST_SECRET_KEY
 from tests.support.housecallpro import HcpAccount, HcpSandbox
+from tests.support.providers import assert_no_leak, unique_homeowner
+
+__all__ = [
+    "HOMEOWNER_EMAIL",
+    "HOMEOWNER_NAME",
+    "HOMEOWNER_PHONE",
+    "STREET",
+    "add_hcp_receiver",
+    "assert_safe",
+    "connection",
+    "delivery_request",
+    "hcp_connection_body",
+    "hcp_delivered",
+    "unique_homeowner",
+    "validating_provider",
+]
 
 HOMEOWNER_NAME = "Rosalind Quintero-Haas"
 HOMEOWNER_PHONE = "(310) 555-0188"
 HOMEOWNER_EMAIL = "rosalind.haas@example.com"
 STREET = "808 Canyon View Drive"
-
-_counter = itertools.count(1)
 
 
 def connection(account: HcpAccount, base_url: str, *, mode: str = "lead", **overrides: Any) -> HousecallProConnection:
@@ -90,18 +102,6 @@ def delivery_request(**overrides: Any) -> DeliveryRequest:
     return DeliveryRequest(**values)
 
 
-def unique_homeowner() -> dict[str, Any]:
-    """Homeowner fields nobody else in the account has (a fresh phone, e-mail, name and street)."""
-    n = next(_counter)
-    digits = f"{random.randrange(200, 999)}{random.randrange(200, 999)}{n % 10000:04d}"
-    return {
-        "homeowner_name": f"Pat Testperson{n}",
-        "homeowner_phone": f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
-        "homeowner_email": f"pat{n}.{uuid.uuid4().hex[:6]}@example.com",
-        "street": f"{100 + n} Elm Street",
-    }
-
-
 @contextlib.asynccontextmanager
 async def validating_provider(config: HousecallProConnection, **kwargs: Any) -> AsyncIterator[HousecallProProvider]:
     """A provider over real HTTP whose every exchange is validated against Housecall Pro's definition."""
@@ -123,19 +123,8 @@ def assert_safe(
     extra: Iterable[str] = (),
 ) -> None:
     """No secret and no homeowner datum appears in the exception's str, repr, args or field errors."""
-    texts = [str(exc), repr(exc), *(str(arg) for arg in exc.args)]
-    if isinstance(exc, Permanent):
-        texts.append(repr(exc.field_errors))
-    forbidden = [*extra]
-    if config is not None:
-        forbidden.append(config.api_key.get_secret_value())
-    if request is not None:
-        forbidden += request.sensitive_values()
-        forbidden += [request.homeowner_name.split()[0], request.street.split()[-2]]
-    for text in texts:
-        for value in forbidden:
-            if value and len(value) >= 4:
-                assert value.casefold() not in text.casefold(), f"{value!r} leaked into {text!r}"
+    secrets = [] if config is None else [config.api_key.get_secret_value()]
+    assert_no_leak(exc, secrets=secrets, request=request, extra=extra)
 
 
 def add_hcp_receiver(

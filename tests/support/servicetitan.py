@@ -3,23 +3,31 @@ with distinctive homeowner data, and the check that no secret or homeowner datum
 
 from __future__ import annotations
 
-import itertools
-import random
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from integration_core.providers.base import DeliveryRequest, Permanent
+from integration_core.providers.base import DeliveryRequest
 from integration_core.providers.servicetitan.config import ConnectionConfig
+from tests.support.providers import assert_no_leak, unique_homeowner
 from tests.support.sandbox import TenantCreds
+
+__all__ = [
+    "HOMEOWNER_EMAIL",
+    "HOMEOWNER_NAME",
+    "HOMEOWNER_PHONE",
+    "STREET",
+    "assert_safe",
+    "connection",
+    "delivery_request",
+    "unique_homeowner",
+]
 
 HOMEOWNER_NAME = "Jane Quinlan Homeowner"
 HOMEOWNER_PHONE = "(512) 555-0199"
 HOMEOWNER_EMAIL = "jane.homeowner@example.com"
 STREET = "4242 Privet Drive"
-
-_counter = itertools.count(1)
 
 
 def connection(creds: TenantCreds, base_url: str, *, mode: str = "booking", **overrides: Any) -> ConnectionConfig:
@@ -62,18 +70,6 @@ def delivery_request(**overrides: Any) -> DeliveryRequest:
     return DeliveryRequest(**values)
 
 
-def unique_homeowner() -> dict[str, Any]:
-    """Homeowner fields nobody else in the tenant has (a fresh phone, e-mail, name and street)."""
-    n = next(_counter)
-    digits = f"{random.randrange(200, 999)}{random.randrange(200, 999)}{n % 10000:04d}"
-    return {
-        "homeowner_name": f"Pat Testperson{n}",
-        "homeowner_phone": f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
-        "homeowner_email": f"pat{n}.{uuid.uuid4().hex[:6]}@example.com",
-        "street": f"{100 + n} Elm Street",
-    }
-
-
 def assert_safe(
     exc: BaseException,
     *,
@@ -82,16 +78,5 @@ def assert_safe(
     extra: Iterable[str] = (),
 ) -> None:
     """No secret and no homeowner datum appears in the exception's str, repr, args or field errors."""
-    texts = [str(exc), repr(exc), *(str(arg) for arg in exc.args)]
-    if isinstance(exc, Permanent):
-        texts.append(repr(exc.field_errors))
-    forbidden = [*extra]
-    if config is not None:
-        forbidden += [config.client_secret.get_secret_value(), config.app_key.get_secret_value()]
-    if request is not None:
-        forbidden += request.sensitive_values()
-        forbidden += [request.homeowner_name.split()[0], request.street.split()[-2]]
-    for text in texts:
-        for value in forbidden:
-            if value and len(value) >= 4:
-                assert value.casefold() not in text.casefold(), f"{value!r} leaked into {text!r}"
+    secrets = [] if config is None else [config.client_secret.get_secret_value(), config.app_key.get_secret_value()]
+    assert_no_leak(exc, secrets=secrets, request=request, extra=extra)
