@@ -9,6 +9,7 @@ handler. Handlers are synchronous: a record is checked and written without yield
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import re
@@ -22,8 +23,8 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandboxes.common.app import ConnectionDropped, DroppedResponse
-from sandboxes.servicetitan.faults import FaultDecision
+from sandboxes.common.app import ConnectionDropped
+from sandboxes.common.faults import after_commit, before_handling
 
 from .errors import ApiError, error_body, field_error, json_response
 from .spec import Definitions
@@ -191,36 +192,18 @@ class Api:
         account.stats.accepted.append(time.monotonic())
 
         decision = account.faults.decide(endpoint.method, route)
-        if decision.latency_s > 0:
-            await asyncio.sleep(decision.latency_s)
-        if account.faults.drops(endpoint.method, route, decision):  # cut before handling: nothing committed
-            self._record(account, route, "dropped_before_commit")
-            return DroppedResponse()
-        if decision.kind == "error":
-            assert decision.status is not None
-            self._record(account, route, decision.status)
-            return json_response(decision.status, error_body(decision.status))
-        if decision.kind == "timeout" and decision.status is not None:  # held, nothing committed
-            await asyncio.sleep(account.faults.config.timeout_s)
-            self._record(account, route, decision.status)
-            return json_response(decision.status, error_body(decision.status))
-
+        record = functools.partial(self._record, account, route)
+        stopped = await before_handling(
+            decision,
+            lambda: account.faults.config.timeout_s,
+            record,
+            _error_answer,
+            drops=lambda: account.faults.drops(endpoint.method, route, decision),  # cut before handling
+        )
+        if stopped is not None:
+            return stopped
         response = await self._handle(endpoint, request, account)
-        return await self._after_commit(account, route, decision, response)
-
-    async def _after_commit(
-        self, account: Account, route: str, decision: FaultDecision, response: Response
-    ) -> Response:
-        if decision.kind == "timeout":
-            await asyncio.sleep(account.faults.config.timeout_s)
-        if decision.kind == "commit_then_fail":
-            if decision.status is None:
-                self._record(account, route, "dropped")
-                return DroppedResponse()
-            self._record(account, route, decision.status)
-            return json_response(decision.status, error_body(decision.status))
-        self._record(account, route, response.status_code)
-        return response
+        return await after_commit(decision, lambda: account.faults.config.timeout_s, record, _error_answer, response)
 
     async def _handle(self, endpoint: Endpoint, request: Request, account: Account) -> Response:
         try:
@@ -246,6 +229,10 @@ class Api:
         if errors:
             raise ApiError(400, "The request body does not match the API definition.", errors)
         return body
+
+
+def _error_answer(status: int) -> Response:
+    return json_response(status, error_body(status))
 
 
 def throttled(retry_after: int | None) -> Response:

@@ -9,6 +9,7 @@ and written without yielding to the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -22,11 +23,10 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandboxes.common.app import DroppedResponse
+from sandboxes.common.faults import after_commit, before_handling
 
 from .auth import SCOPES
 from .errors import ApiError, error_body, json_response, validation_error
-from .faults import FaultDecision
 from .queries import Query, apply_sort, filter_active, filter_dates, filter_ids, paginate, parse_dt
 from .spec import Definitions
 from .state import PRIORITIES, Booking, Contact, Job, Location, Sandbox, Tenant, fmt_dt
@@ -184,31 +184,12 @@ class TenantApi:
         tenant.stats.accepted.append(time.monotonic())
 
         decision = tenant.faults.decide(endpoint.method, route)
-        if decision.latency_s > 0:
-            await asyncio.sleep(decision.latency_s)
-        if decision.kind == "error":
-            assert decision.status is not None
-            self._record(tenant, route, decision.status)
-            return json_response(decision.status, error_body(decision.status))
-        if decision.kind == "timeout" and decision.status is not None:  # held, nothing committed
-            await asyncio.sleep(tenant.faults.config.timeout_s)
-            self._record(tenant, route, decision.status)
-            return json_response(decision.status, error_body(decision.status))
-
+        record = functools.partial(self._record, tenant, route)
+        stopped = await before_handling(decision, lambda: tenant.faults.config.timeout_s, record, _error_answer)
+        if stopped is not None:
+            return stopped
         response = await self._handle(endpoint, request, tenant)
-        return await self._after_commit(tenant, route, decision, response)
-
-    async def _after_commit(self, tenant: Tenant, route: str, decision: FaultDecision, response: Response) -> Response:
-        if decision.kind == "timeout":
-            await asyncio.sleep(tenant.faults.config.timeout_s)
-        if decision.kind == "commit_then_fail":
-            if decision.status is None:
-                self._record(tenant, route, "dropped")
-                return DroppedResponse()
-            self._record(tenant, route, decision.status)
-            return json_response(decision.status, error_body(decision.status))
-        self._record(tenant, route, response.status_code)
-        return response
+        return await after_commit(decision, lambda: tenant.faults.config.timeout_s, record, _error_answer, response)
 
     async def _handle(self, endpoint: Endpoint, request: Request, tenant: Tenant) -> Response:
         try:
@@ -247,6 +228,10 @@ class TenantApi:
             return exc.response()
         self._record(tenant, "not implemented", 404)
         return ApiError(404, f"The sandbox does not implement {request.method} {request.url.path}.").response()
+
+
+def _error_answer(status: int) -> Response:
+    return json_response(status, error_body(status))
 
 
 def rate_limited(retry_after: int) -> Response:
