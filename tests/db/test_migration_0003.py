@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
@@ -28,7 +25,7 @@ from integration_core.providers.servicetitan.config import ServiceTitanConnectio
 from integration_core.referrals import directory
 from integration_core.schemas import ConnectionCreate
 from tests.support.config import TEST_SECRET_KEY, engine_settings
-from tests.support.db import alembic_config, psycopg_url
+from tests.support.db import alembic_config, scratch_database
 from tests.support.sandbox import SandboxHandle
 
 GUID = "5a4c3e1d-7d2b-4e0f-9a51-7e2f0c1d9b10"
@@ -36,13 +33,8 @@ GUID = "5a4c3e1d-7d2b-4e0f-9a51-7e2f0c1d9b10"
 
 @pytest.fixture()
 def scratch_url(pg_server: str) -> Iterator[str]:
-    name = f"si_mig3_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = psycopg_url(pg_server)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_server, "si_mig3") as url:
+        yield url
 
 
 _OLD_COLUMNS = (

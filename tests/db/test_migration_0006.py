@@ -3,29 +3,21 @@ become one normalised row (highest level, primary if any was); the check then re
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from tests.support.db import alembic_config, psycopg_url
+from tests.support.db import alembic_config, scratch_database
 
 
 @pytest.fixture()
 def scratch_url(pg_server: str) -> Iterator[str]:
-    name = f"si_mig6_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = psycopg_url(pg_server)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_server, "si_mig6") as url:
+        yield url
 
 
 def test_0006_normalises_skills_and_goes_down_again(scratch_url: str) -> None:

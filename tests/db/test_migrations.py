@@ -1,29 +1,19 @@
 from __future__ import annotations
 
-import os
-import uuid
-
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
 from integration_core.db.models import Base
-from tests.support.db import alembic_config, psycopg_url
+from tests.support.db import alembic_config, scratch_database
 
 
 @pytest.fixture()
 def empty_database(pg_server: str):
-    name = f"si_mig_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = psycopg_url(pg_server)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_server, "si_mig") as url:
+        yield url
 
 
 def test_upgrade_downgrade_upgrade_on_empty_database(empty_database: str) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
@@ -44,3 +48,17 @@ def alembic_config(url: str) -> Config:
     cfg.attributes["database_url"] = url
     cfg.attributes["configure_logger"] = False
     return cfg
+
+
+@contextmanager
+def scratch_database(pg_server: str, prefix: str) -> Iterator[str]:
+    """An empty database ``<prefix>_<pid>_<random>`` on the test server (its SQLAlchemy URL), dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = psycopg_url(pg_server)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
