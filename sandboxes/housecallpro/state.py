@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from integration_core.local.demo import DEMO_HCP_ACCOUNTS, DemoHcpAccount
+from sandboxes.common.state import Clock, RequestStats
+from sandboxes.common.state import TransitionError as TransitionError
 from sandboxes.servicetitan.faults import FAULT_LOG_LIMIT, FaultDecision, TenantFaults, applies
 from sandboxes.servicetitan.ratelimit import TokenBucket
 
@@ -50,14 +52,9 @@ WORK_STATUS_FILTER: dict[str, frozenset[str]] = {
 JOB_CHAIN = ("needs scheduling", "scheduled", "in progress", "complete unrated")
 TERMINAL_WORK_STATUSES = frozenset({"complete rated", "complete unrated", "user canceled", "pro canceled"})
 INVOICE_STATUSES = ("open", "pending_payment", "paid", "voided", "uncollectible", "canceled")
-ACCEPTED_TIMES_LIMIT = 200_000
 EVENT_LOG_LIMIT = 10_000
 # What inspection groups records by when no pattern is given: a UUID anywhere in tags, lead source or notes.
 DEFAULT_MARKER_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-
-
-class TransitionError(ValueError):
-    """A status change the record's lifecycle does not allow (control API answers 409)."""
 
 
 class EventListener(Protocol):
@@ -93,20 +90,6 @@ def parse_dt(text: str) -> datetime | None:
     except ValueError:
         return None
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
-
-
-class Clock:
-    """UTC now, strictly increasing, so `updated_at` never sees two changes at the same instant."""
-
-    def __init__(self) -> None:
-        self._last = datetime.min.replace(tzinfo=UTC)
-
-    def now(self) -> datetime:
-        now = datetime.now(UTC)
-        if now <= self._last:
-            now = self._last + timedelta(microseconds=1)
-        self._last = now
-        return now
 
 
 class Ids:
@@ -453,23 +436,8 @@ class Named:
 
 
 @dataclass
-class AccountStats:
-    requests: dict[str, Counter[str]] = field(default_factory=dict)  # "METHOD /template" -> status -> n
-    rate_limited: int = 0
+class AccountStats(RequestStats):
     rate_limited_without_retry_after: int = 0
-    accepted: deque[float] = field(default_factory=lambda: deque(maxlen=ACCEPTED_TIMES_LIMIT))
-
-    def record(self, route: str, status: int | str) -> None:
-        self.requests.setdefault(route, Counter())[str(status)] += 1
-
-    def max_in_window(self, window_s: float = 1.0) -> int:
-        times = list(self.accepted)
-        best = lo = 0
-        for hi, t in enumerate(times):
-            while t - times[lo] >= window_s:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
 
 
 # -- accounts ------------------------------------------------------------------------------------

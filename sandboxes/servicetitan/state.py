@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +18,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from integration_core.local.demo import DEMO_COMPANIES, DEMO_TENANTS, DemoTenant
+from sandboxes.common.state import Clock, RequestStats
+from sandboxes.common.state import TransitionError as TransitionError
 
 from .auth import TokenSigner
 from .config import OfficeConfig, SandboxConfig
@@ -37,11 +39,6 @@ JOB_CHAIN = ("Scheduled", "Dispatched", "InProgress", "Completed")
 TERMINAL_JOB_STATUSES = frozenset({"Completed", "Canceled"})
 PRIORITIES = ("Low", "Normal", "High", "Urgent")
 PLACEHOLDER_ADDRESS = {"street": "Unknown", "city": "Unknown", "state": "NA", "zip": "00000", "country": "USA"}
-ACCEPTED_TIMES_LIMIT = 200_000
-
-
-class TransitionError(ValueError):
-    """A status change the record's lifecycle does not allow (control API answers 409)."""
 
 
 def fmt_dt(dt: datetime) -> str:
@@ -55,20 +52,6 @@ def fmt_opt(dt: datetime | None) -> str | None:
 
 def money(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
-
-
-class Clock:
-    """UTC now, strictly increasing, so `modifiedOn` cursors never see two changes at the same instant."""
-
-    def __init__(self) -> None:
-        self._last = datetime.min.replace(tzinfo=UTC)
-
-    def now(self) -> datetime:
-        now = datetime.now(UTC)
-        if now <= self._last:
-            now = self._last + timedelta(microseconds=1)
-        self._last = now
-        return now
 
 
 def external_data_json(data: ExternalData, guid: str | None) -> list[dict[str, str]]:
@@ -401,29 +384,6 @@ class Campaign:
         return {"id": self.id, "name": self.name, "modifiedOn": fmt_dt(self.modified_on), "active": self.active}
 
 
-# -- per-tenant counters -------------------------------------------------------------------------
-
-
-@dataclass
-class TenantStats:
-    requests: dict[str, Counter[str]] = field(default_factory=dict)  # "METHOD /template" -> status -> n
-    rate_limited: int = 0
-    accepted: deque[float] = field(default_factory=lambda: deque(maxlen=ACCEPTED_TIMES_LIMIT))
-
-    def record(self, route: str, status: int | str) -> None:
-        self.requests.setdefault(route, Counter())[str(status)] += 1
-
-    def max_in_window(self, window_s: float = 1.0) -> int:
-        times = list(self.accepted)
-        best = 0
-        lo = 0
-        for hi, t in enumerate(times):
-            while t - times[lo] >= window_s:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
-
-
 # -- tenants -------------------------------------------------------------------------------------
 
 
@@ -451,7 +411,7 @@ class Tenant:
     tokens_issued: int = 0
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
     faults: TenantFaults = field(default_factory=TenantFaults)
-    stats: TenantStats = field(default_factory=TenantStats)
+    stats: RequestStats = field(default_factory=RequestStats)
     next_id: int = 0
     clock: Clock = field(default_factory=Clock)
     # called after a booking, job or invoice moved (sandboxes/servicetitan/webhooks.py sends it as a webhook)
@@ -894,7 +854,7 @@ class Sandbox:
             del self.tenants[tenant_id]
         for tenant in self.tenants.values():
             tenant.clear_records()
-            tenant.stats = TenantStats()
+            tenant.stats = RequestStats()
             tenant.faults.clear()
             tenant.buckets.clear()
             tenant.rate, tenant.burst = self.config.rate, self.config.burst
