@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 
 import httpx
 import pytest
 from sqlalchemy import text
 
-from integration_core.delivery.engine import deliver_batch, reconcile
 from tests.support.delivery import run
+from tests.support.invariants import count_by_status, race_until_quiet, routing_history
 from tests.support.world import add_receiver, add_routings
 
 TENANTS = 5
@@ -51,41 +50,15 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         revoke_tenant = receivers[rng.randrange(TENANTS)][1]
         await client.post(f"/_sandbox/tenants/{revoke_tenant}/revoke-tokens")
 
-    async def worker(engine, company: uuid.UUID, name: str, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            s = await deliver_batch(engine, engine_settings, company, name, limit=25, rng=random.Random(name))
-            if s.claimed == 0:
-                await asyncio.sleep(0.05)
-
-    async def reconciler(engine, stop: asyncio.Event) -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            await reconcile(engine, engine_settings, f"reconcile-{n}")
-            await asyncio.sleep(0.3)
-
-    async def quiet(engine) -> bool:
-        async with engine.connect() as conn:
-            open_ = (
-                await conn.execute(
-                    text("SELECT count(*) FROM job_routings WHERE status IN ('pending', 'claimed', 'needs_reconcile')")
-                )
-            ).scalar_one()
-        return bool(open_ == 0)
-
     async def body(engine) -> None:
-        stop = asyncio.Event()
-        async with httpx.AsyncClient(base_url=sandbox.url) as control:
-            tasks = [asyncio.create_task(chaos(control)), asyncio.create_task(reconciler(engine, stop))]
-            for company, _, _ in receivers:
-                tasks += [asyncio.create_task(worker(engine, company, f"run-{company}-{k}", stop)) for k in range(2)]
-            deadline = time.monotonic() + QUIET_DEADLINE_S
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                if await quiet(engine):
-                    break
-            stop.set()
-            await asyncio.gather(*tasks)
+        await race_until_quiet(
+            engine,
+            engine_settings,
+            [company for company, _, _ in receivers],
+            control_url=sandbox.url,
+            chaos=chaos,
+            deadline_s=QUIET_DEADLINE_S,
+        )
 
     run(database_url, body)
 
@@ -101,9 +74,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
             .mappings()
             .all()
         )
-    by_status: dict[str, int] = {}
-    for r in rows:
-        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    by_status = count_by_status(rows)
     assert set(by_status) <= {"synced", "failed"}, f"not quiet after {QUIET_DEADLINE_S}s: {by_status}"
     assert all(r["last_error_message"] for r in rows if r["status"] == "failed")
 
@@ -114,7 +85,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         markers = info["markers"]
         for kind, counts in markers.items():
             dups = {m.split("=", 1)[-1]: n for m, n in counts.items() if n > 1}
-            assert not dups, f"duplicates at {tenant} {kind}: {_history(db, list(dups)[:3])}"
+            assert not dups, f"duplicates at {tenant} {kind}: {routing_history(db, list(dups)[:3])}"
         delivered = (
             markers["bookings"] if mode == "booking" else {k.split("=", 1)[1]: v for k, v in markers["jobs"].items()}
         )
@@ -124,16 +95,3 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         assert set(delivered) - synced <= failed, "a record exists at the provider for an unsynced routing"
         assert len(synced) + len(failed) == PER_TENANT  # lost = 0
     assert faults_seen > 50  # the mix really happened
-
-
-def _history(db, routing_ids: list[str]) -> str:
-    """The attempt history of routings, to explain a failure."""
-    with db.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT routing_id, id, run_id, operation, outcome, error_code, started_at, finished_at "
-                "FROM sync_attempts WHERE routing_id = ANY(CAST(:ids AS uuid[])) ORDER BY routing_id, id"
-            ),
-            {"ids": routing_ids},
-        ).all()
-    return "\n".join(str(tuple(r)) for r in rows)

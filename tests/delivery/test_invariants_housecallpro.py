@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from integration_core.delivery.engine import deliver_batch, reconcile
+from tests.support.delivery import run
 from tests.support.housecallpro import HcpSandbox, hcp, hcp_sandbox_url  # noqa: F401
 from tests.support.housecallpro_client import add_hcp_receiver, hcp_delivered
+from tests.support.invariants import count_by_status, race_until_quiet
+from tests.support.invariants import routing_history as _history
+from tests.support.invariants import routing_state as _state
 from tests.support.world import add_routings
 
 ACCOUNTS = 5
@@ -56,49 +55,19 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, hcp: HcpSa
         silent = receivers[rng.randrange(ACCOUNTS)][1]  # 429s that name no wait: backoff
         await client.post(f"/_sandbox/accounts/{silent}/storm", json={"seconds": 0.5, "retry_after_header": False})
 
-    async def worker(engine, company: uuid.UUID, name: str, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            s = await deliver_batch(engine, engine_settings, company, name, limit=25, rng=random.Random(name))
-            if s.claimed == 0:
-                await asyncio.sleep(0.05)
-
-    async def reconciler(engine, stop: asyncio.Event) -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            await reconcile(engine, engine_settings, f"reconcile-{n}")
-            await asyncio.sleep(0.3)
-
-    async def quiet(engine) -> bool:
-        try:
-            return await _open_is_zero(engine)
-        except DBAPIError:  # the shared server is at its connection limit: the engine retries; so do we
-            return False
-
-    async def _open_is_zero(engine) -> bool:
-        async with engine.connect() as conn:
-            open_ = (
-                await conn.execute(
-                    text("SELECT count(*) FROM job_routings WHERE status IN ('pending', 'claimed', 'needs_reconcile')")
-                )
-            ).scalar_one()
-        return bool(open_ == 0)
-
     async def body(engine) -> None:
-        stop = asyncio.Event()
-        async with httpx.AsyncClient(base_url=hcp.url) as control:
-            tasks = [asyncio.create_task(chaos(control)), asyncio.create_task(reconciler(engine, stop))]
-            for company, _, _ in receivers:
-                tasks += [asyncio.create_task(worker(engine, company, f"run-{company}-{k}", stop)) for k in range(2)]
-            deadline = time.monotonic() + QUIET_DEADLINE_S
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                if await quiet(engine):
-                    break
-            stop.set()
-            await asyncio.gather(*tasks)
+        await race_until_quiet(
+            engine,
+            engine_settings,
+            [company for company, _, _ in receivers],
+            control_url=hcp.url,
+            chaos=chaos,
+            deadline_s=QUIET_DEADLINE_S,
+            tolerate_db_errors=True,
+        )
 
-    run_small(database_url, body)
+    # a pool that leaves room on a database server other sessions share
+    run(database_url, body, pool_size=20, max_overflow=5, pool_timeout=60)
 
     with db.connect() as conn:
         rows = (
@@ -111,9 +80,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, hcp: HcpSa
             .mappings()
             .all()
         )
-    by_status: dict[str, int] = {}
-    for r in rows:
-        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    by_status = count_by_status(rows)
     open_ids = [str(r["id"]) for r in rows if r["status"] not in ("synced", "failed")]
     assert set(by_status) <= {"synced", "failed"}, (
         f"not quiet after {QUIET_DEADLINE_S}s: {by_status}\n{_state(db, open_ids[:3])}\n{_history(db, open_ids[:3])}"
@@ -137,42 +104,3 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, hcp: HcpSa
         external = {str(r["id"]): r["external_id"] for r in rows if r["account_id"] == account_id}
         assert all(external[m] for m in synced)
     assert faults_seen > 50  # the mix really happened
-
-
-def run_small(database_url: str, fn: Callable[[AsyncEngine], Awaitable[None]]) -> None:
-    """`tests.support.delivery.run` with a pool that leaves room on a database server other sessions share."""
-
-    async def main() -> None:
-        engine = create_async_engine(database_url, pool_size=20, max_overflow=5, pool_timeout=60)
-        try:
-            await fn(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(main())
-
-
-def _history(db, routing_ids: list[str]) -> str:
-    """The attempt history of routings, to explain a failure."""
-    with db.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT routing_id, id, run_id, operation, outcome, error_code, started_at, finished_at "
-                "FROM sync_attempts WHERE routing_id = ANY(CAST(:ids AS uuid[])) ORDER BY routing_id, id"
-            ),
-            {"ids": routing_ids},
-        ).all()
-    return "\n".join(str(tuple(r)) for r in rows)
-
-
-def _state(db, routing_ids: list[str]) -> str:
-    """Where routings stand, to explain a failure."""
-    with db.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, status, attempts, next_attempt_at, now(), lookup_required, last_error_code, "
-                "last_error_message FROM job_routings WHERE id = ANY(CAST(:ids AS uuid[]))"
-            ),
-            {"ids": routing_ids},
-        ).all()
-    return "\n".join(str(tuple(r)) for r in rows)
