@@ -5,24 +5,51 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from integration_core.api.app import create_app
 from integration_core.db.engine import session_scope
+from integration_core.local.http_server import serve_in_thread
 from integration_core.settings import Settings
 from integration_core.webhooks import endpoints
 from integration_core.webhooks.apply import ApplySummary, apply_inbox
 from integration_core.webhooks.signing import Encoding, sign
-from tests.support.config import TEST_SECRET_KEY
-from tests.support.world import World
+from tests.support.config import TEST_SECRET_KEY, with_settings
+from tests.support.sandbox import SandboxHandle
+from tests.support.world import World, add_receiver
 
 ST_SECRET = "st-webhook-secret-0123456789abcdefghij"
 HCP_SECRET = "hcp-webhook-secret-0123456789abcdefgh"
 GENERIC_SECRET = "generic-webhook-secret-0123456789"
+
+
+def webhook_settings(settings: Settings) -> Settings:
+    """The generic endpoint's secret set; events applied by the test (as the sensor would), not by the API after
+    the answer: each step is observable."""
+    return with_settings(settings, webhook_generic_secret=SecretStr(GENERIC_SECRET), webhook_apply_in_api=False)
+
+
+@contextmanager
+def webhook_api(db: Engine, settings: Settings) -> Iterator[httpx.Client]:
+    """The API over loopback, with no token in the client: webhooks authenticate by signature only."""
+    with serve_in_thread(create_app(settings, engine=db)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        yield c
+
+
+def st_webhook_receiver(db: Engine, sandbox: SandboxHandle) -> tuple[uuid.UUID, uuid.UUID]:
+    """(company, connection) with ServiceTitan webhook settings (defaults: X-ServiceTitan-Signature, base64)."""
+    company, _tenant = add_receiver(db, sandbox)
+    conn = connection_id(db, company)
+    configure(db, conn, ST_SECRET)
+    return company, conn
 
 
 def connection_id(db: Engine, company_id: uuid.UUID) -> uuid.UUID:

@@ -18,7 +18,6 @@ from integration_core.api.app import create_app
 from integration_core.local.http_server import serve_in_thread
 from integration_core.settings import Settings
 from integration_core.webhooks.signing import sign
-from tests.support.config import with_settings
 from tests.support.sandbox import SandboxHandle
 from tests.support.webhooks import (
     GENERIC_SECRET,
@@ -33,7 +32,10 @@ from tests.support.webhooks import (
     routing,
     st_event,
     st_time,
+    st_webhook_receiver,
     synced_routing,
+    webhook_api,
+    webhook_settings,
 )
 from tests.support.world import add_receiver
 
@@ -42,26 +44,18 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture()
 def wh_settings(settings: Settings) -> Settings:
-    from pydantic import SecretStr
-
-    # applied by the test (as the sensor would), not by the API after the answer: each step is observable
-    return with_settings(settings, webhook_generic_secret=SecretStr(GENERIC_SECRET), webhook_apply_in_api=False)
+    return webhook_settings(settings)
 
 
 @pytest.fixture()
 def wh(db: Engine, wh_settings: Settings) -> Iterator[httpx.Client]:
-    """The API with no token in the client: webhooks authenticate by signature only."""
-    with serve_in_thread(create_app(wh_settings, engine=db)) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with webhook_api(db, wh_settings) as c:
         yield c
 
 
 @pytest.fixture()
 def receiver(db: Engine, sandbox: SandboxHandle) -> tuple[uuid.UUID, uuid.UUID]:
-    """(company, connection) with ServiceTitan webhook settings (defaults: X-ServiceTitan-Signature, base64)."""
-    company, _tenant = add_receiver(db, sandbox)
-    conn = connection_id(db, company)
-    configure(db, conn, ST_SECRET)
-    return company, conn
+    return st_webhook_receiver(db, sandbox)
 
 
 def _job(job_id: int, status: str, modified: datetime, *, booking_id: int | None = None) -> dict[str, object]:

@@ -12,13 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from integration_core import crypto
-from integration_core.api.app import create_app
 from integration_core.domain import WebhookEventStatus
-from integration_core.local.http_server import serve_in_thread
 from integration_core.settings import Settings
 from integration_core.webhooks.signing import SignatureError, SigningConfig, sign, verify
 from tests.support.config import DEAD_URL, TEST_API_TOKEN, TEST_SECRET_KEY, with_settings
@@ -27,17 +24,17 @@ from tests.support.webhooks import (
     GENERIC_SECRET,
     ST_SECRET,
     apply,
-    configure,
-    connection_id,
     inbox,
     post_signed,
     rejections,
     routing,
     st_event,
     st_time,
+    st_webhook_receiver,
     synced_routing,
+    webhook_api,
+    webhook_settings,
 )
-from tests.support.world import add_receiver
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 NEW_KEY = "new-secret-key-0123456789abcdefghij"
@@ -45,21 +42,18 @@ NEW_KEY = "new-secret-key-0123456789abcdefghij"
 
 @pytest.fixture()
 def wh_settings(settings: Settings) -> Settings:
-    return with_settings(settings, webhook_generic_secret=SecretStr(GENERIC_SECRET), webhook_apply_in_api=False)
+    return webhook_settings(settings)
 
 
 @pytest.fixture()
 def wh(db: Engine, wh_settings: Settings) -> Iterator[httpx.Client]:
-    with serve_in_thread(create_app(wh_settings, engine=db)) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with webhook_api(db, wh_settings) as c:
         yield c
 
 
 @pytest.fixture()
 def receiver(db: Engine, sandbox: SandboxHandle) -> tuple[uuid.UUID, uuid.UUID]:
-    company, _tenant = add_receiver(db, sandbox)
-    conn = connection_id(db, company)
-    configure(db, conn, ST_SECRET)
-    return company, conn
+    return st_webhook_receiver(db, sandbox)
 
 
 def _ring_settings(database_url: str, keys: str) -> Settings:
@@ -88,7 +82,7 @@ def test_secret_under_the_old_key_verifies_after_rotation_and_is_rewritten_with_
     synced_routing(db, world, company, external_id="6001")
     ring = _ring_settings(database_url, f"{NEW_KEY},{TEST_SECRET_KEY}")
     path = f"/webhooks/servicetitan?connection={conn}"
-    with serve_in_thread(create_app(ring, engine=db)) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with webhook_api(db, ring) as c:
         r = post_signed(c, path, _booking_event(6001), ST_SECRET)
         assert r.status_code == 200, r.text
         put = c.put(
@@ -102,14 +96,14 @@ def test_secret_under_the_old_key_verifies_after_rotation_and_is_rewritten_with_
     assert crypto.decrypt(stored, NEW_KEY) == ST_SECRET  # written with the first key of the ring
     # the old key is no longer needed: a ring of the new key alone verifies
     only_new = _ring_settings(database_url, NEW_KEY)
-    with serve_in_thread(create_app(only_new, engine=db)) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with webhook_api(db, only_new) as c:
         assert post_signed(c, path, _booking_event(6002), ST_SECRET).status_code == 200
 
 
 def test_secret_no_key_of_the_ring_opens_is_401_not_500(db: Engine, database_url: str, receiver) -> None:
     _company, conn = receiver
     only_new = _ring_settings(database_url, NEW_KEY)
-    with serve_in_thread(create_app(only_new, engine=db)) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with webhook_api(db, only_new) as c:
         r = post_signed(c, f"/webhooks/servicetitan?connection={conn}", _booking_event(6003), ST_SECRET)
     assert r.status_code == 401 and inbox(db) == []
     assert rejections(db) == {"secret_unreadable": 1}
@@ -207,7 +201,7 @@ def test_generic_without_connection_is_refused_outside_development(
     company, conn = receiver
     synced_routing(db, world, company, external_id="6102")
     production = with_settings(wh_settings, environment="production")
-    with serve_in_thread(create_app(production, engine=db)) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with webhook_api(db, production) as c:
         r = _post_generic(c, _generic("servicetitan", "6102"))
         assert r.status_code == 401, r.text
         assert inbox(db) == [] and rejections(db) == {"connection_required": 1}
