@@ -5,11 +5,12 @@ Fault injection reuses the ServiceTitan sandbox's `FaultConfig` (same payload, s
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from sandboxes.servicetitan.config import ConfigError, FaultConfig, LatencyConfig, parse_faults
+from sandboxes.common.config import ConfigError
+from sandboxes.common.config import number as _num
+from sandboxes.servicetitan.config import FaultConfig, LatencyConfig, parse_faults
 
 RetryAfterMode = Literal["always", "sometimes", "never"]
 RETRY_AFTER_MODES: tuple[str, ...] = ("always", "sometimes", "never")
@@ -96,13 +97,6 @@ class HcpConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _num(payload: dict[str, Any], key: str, default: float, *, lo: float = 0.0, hi: float = math.inf) -> float:
-    value = payload.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= float(value) <= hi:
-        raise ConfigError(key, f"must be a number in [{lo}, {hi}]")
-    return float(value)
 
 
 def parse_office(payload: Any, current: OfficeConfig) -> OfficeConfig:

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandboxes.common.config import AppliesTo
 from sandboxes.common.control import ControlError, Endpoint, amount, opt, read_json, route_table
-from sandboxes.servicetitan.config import AppliesTo
 
 from .config import RETRY_AFTER_MODES, ConfigError, RetryAfterMode, parse_hcp_faults, parse_office
 from .errors import json_response

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-AppliesTo = Literal["writes", "all"]
+from sandboxes.common.config import AppliesTo as AppliesTo
+from sandboxes.common.config import ConfigError as ConfigError
+from sandboxes.common.config import boolean as _bool
+from sandboxes.common.config import choice as _choice
+from sandboxes.common.config import integer as _int
+from sandboxes.common.config import known as _known
+from sandboxes.common.config import number as _num
+
 LatencyKind = Literal["none", "fixed", "uniform", "normal"]
 FailMode = Literal["status", "drop"]
 
 ERROR_STATUSES = (500, 502, 503, 504)
-
-
-class ConfigError(ValueError):
-    """A control-API payload the sandbox cannot accept (answered 422 with `field` and `error`)."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
 
 
 @dataclass
@@ -116,40 +113,6 @@ class SandboxConfig:
 
 
 # -- parsing control-API payloads ------------------------------------------------------------------
-
-
-def _num(payload: dict[str, Any], key: str, default: float, *, lo: float = 0.0, hi: float = math.inf) -> float:
-    value = payload.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= float(value) <= hi:
-        raise ConfigError(key, f"must be a number in [{lo}, {hi}]")
-    return float(value)
-
-
-def _int(payload: dict[str, Any], key: str, default: int) -> int:
-    value = payload.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, "must be an integer")
-    return int(value)
-
-
-def _bool(payload: dict[str, Any], key: str, default: bool) -> bool:
-    value = payload.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(key, "must be true or false")
-    return value
-
-
-def _choice(payload: dict[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = payload.get(key, default)
-    if value not in choices:
-        raise ConfigError(key, f"must be one of {', '.join(choices)}")
-    return str(value)
-
-
-def _known(payload: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(payload) - allowed)
-    if unknown:
-        raise ConfigError(unknown[0], f"unknown field in {where}")
 
 
 def parse_latency(payload: Any) -> LatencyConfig:
