@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from integration_core.local.demo import DEMO_HCP_ACCOUNTS
 from integration_core.local.http_server import free_port
 from sandboxes.housecallpro import HcpConfig, create_app
 from sandboxes.housecallpro.spec import SyncValidatingTransport
-from tests.support.config import ROOT
+from tests.support.sandbox import serve_sandbox_process
 
 ADDRESS = {"street": "12 Ocean Ave", "city": "Beverly Hills", "state": "CA", "zip": "90210", "country": "US"}
 
@@ -50,28 +48,14 @@ def serve_hcp_sandbox(*extra_args: str, startup_timeout: float = 60) -> Iterator
     """`python -m sandboxes.housecallpro` on a free port; yields its URL once the definition is loaded."""
     port = free_port()
     argv = [sys.executable, "-m", "sandboxes.housecallpro", "--port", str(port), "--log-level", "warning", *extra_args]
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
-        try:
-            deadline = time.monotonic() + startup_timeout
-            while True:
-                if proc.poll() is not None:
-                    stderr.seek(0)
-                    raise AssertionError(f"the sandbox exited: {stderr.read().decode(errors='replace')[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    if httpx.get(url + "/_sandbox/health", timeout=1).json()["definitions_loaded"]:
-                        break
-                assert time.monotonic() < deadline, "the Housecall Pro sandbox did not start"
-                time.sleep(0.05)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    with serve_sandbox_process(
+        argv,
+        f"http://127.0.0.1:{port}",
+        name="the Housecall Pro sandbox",
+        startup_timeout=startup_timeout,
+        retry_on=(httpx.HTTPError, ValueError),
+    ) as url:
+        yield url
 
 
 @contextlib.contextmanager

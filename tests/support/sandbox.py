@@ -146,7 +146,21 @@ def serve_sandbox(*, demo_tenants: bool = True, startup_timeout: float = 60) -> 
     argv = [sys.executable, "-m", "integration_core.cli", "sandbox", "serve", "--port", str(port)]
     if not demo_tenants:
         argv.append("--no-demo-tenants")
-    url = f"http://127.0.0.1:{port}"
+    with serve_sandbox_process(argv, f"http://127.0.0.1:{port}", startup_timeout=startup_timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_sandbox_process(
+    argv: list[str],
+    url: str,
+    *,
+    name: str = "the sandbox",
+    startup_timeout: float = 60,
+    retry_on: tuple[type[Exception], ...] = (httpx.HTTPError,),
+) -> Iterator[str]:
+    """Run a sandbox process (``argv``, serving ``url``); yield ``url`` once its definitions are loaded (health
+    checks failing with ``retry_on`` are retried); SIGTERM (then SIGKILL) on exit."""
     with tempfile.TemporaryFile() as stderr:  # a file, not a pipe nobody drains: a chatty server would block
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
@@ -155,10 +169,10 @@ def serve_sandbox(*, demo_tenants: bool = True, startup_timeout: float = 60) -> 
                 if proc.poll() is not None:
                     stderr.seek(0)
                     raise AssertionError(f"the sandbox exited: {stderr.read().decode(errors='replace')[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
+                with contextlib.suppress(*retry_on):
                     if httpx.get(url + "/_sandbox/health", timeout=1).json()["definitions_loaded"]:
                         break
-                assert time.monotonic() < deadline, "the sandbox did not start"
+                assert time.monotonic() < deadline, f"{name} did not start"
                 time.sleep(0.05)
             yield url
         finally:
