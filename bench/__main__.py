@@ -181,6 +181,43 @@ def count_unsynced(engine: Any) -> int:
         return int(conn.execute(text("SELECT count(*) FROM job_routings WHERE status <> 'synced'")).scalar() or 0)
 
 
+def throughput_result(
+    head: dict[str, Any],
+    info: dict[str, Any],
+    budget: float,
+    routings: int,
+    summary: Any,
+    wall: float,
+    unsynced: int,
+    duplicates: int,
+    *,
+    per_routing: bool = False,
+) -> dict[str, Any]:
+    """A throughput scenario's figures from the sandbox's ``inspect`` (accepted timestamps, 429s served) and the
+    drain's summary; ``head`` (scenario, provider) first; ``per_routing``: also requests per routing."""
+    stamps = info["accepted_timestamps"]
+    span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else wall
+    achieved = (len(stamps) - 1) / span if span > 0 else 0.0
+    result: dict[str, Any] = {**head, "budget_per_s": budget, "routings": routings, "requests_accepted": len(stamps)}
+    if per_routing:
+        result["requests_per_routing"] = round(len(stamps) / routings, 2) if routings else None
+    return result | {
+        "achieved_per_s": round(achieved, 3),
+        "budget_ratio": round(achieved / budget, 4),
+        "max_requests_in_any_1s_window": info["max_requests_in_any_1s_window"],
+        "429s": info["rate_limited"],
+        "unhonoured_429": info["rate_limited"],
+        "duplicates": duplicates,
+        "lost": int(unsynced or 0),
+        "p50_s": round(summary.percentile(0.5) or 0, 3),
+        "p95_s": round(summary.percentile(0.95) or 0, 3),
+        "limiter_wait_s": round(summary.limiter_wait_seconds, 1),
+        "wall_s": round(wall, 1),
+        "targets": {"budget_ratio": ">= 0.90", "unhonoured_429": "== 0"},
+        "met": achieved / budget >= 0.90 and info["rate_limited"] == 0 and duplicates == 0 and not unsynced,
+    }
+
+
 def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str, Any]:
     admin, _ = _server_admin_url()
     url = _fresh_database(admin, f"si_bench_{os.getpid()}")
@@ -221,31 +258,11 @@ def throughput(latency_ms: int, routings: int, budget: float = 20.0) -> dict[str
         )
         summary, wall = timed_drain(url, receiver_id)
         info = httpx.get(f"{sandbox_url}/_sandbox/tenants/{tenant}/inspect", params={"timestamps": "true"}).json()
-        stamps = info["accepted_timestamps"]
-        span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else wall
-        achieved = (len(stamps) - 1) / span if span > 0 else 0.0
         unsynced = count_unsynced(engine)
         engine.dispose()
         duplicates = sum(n - 1 for counts in info["markers"].values() for n in counts.values() if n > 1)
-        return {
-            "scenario": f"throughput_latency_{latency_ms}ms",
-            "budget_per_s": budget,
-            "routings": routings,
-            "requests_accepted": len(stamps),
-            "achieved_per_s": round(achieved, 3),
-            "budget_ratio": round(achieved / budget, 4),
-            "max_requests_in_any_1s_window": info["max_requests_in_any_1s_window"],
-            "429s": info["rate_limited"],
-            "unhonoured_429": info["rate_limited"],
-            "duplicates": duplicates,
-            "lost": int(unsynced or 0),
-            "p50_s": round(summary.percentile(0.5) or 0, 3),
-            "p95_s": round(summary.percentile(0.95) or 0, 3),
-            "limiter_wait_s": round(summary.limiter_wait_seconds, 1),
-            "wall_s": round(wall, 1),
-            "targets": {"budget_ratio": ">= 0.90", "unhonoured_429": "== 0"},
-            "met": achieved / budget >= 0.90 and info["rate_limited"] == 0 and duplicates == 0 and not unsynced,
-        }
+        head = {"scenario": f"throughput_latency_{latency_ms}ms"}
+        return throughput_result(head, info, budget, routings, summary, wall, unsynced, duplicates)
     finally:
         sandbox.terminate()
         sandbox.wait(10)

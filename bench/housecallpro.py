@@ -26,6 +26,7 @@ from bench.__main__ import (
     _server_admin_url,
     _wait_for_sandbox,
     count_unsynced,
+    throughput_result,
     throughput_world,
     timed_drain,
 )
@@ -83,35 +84,13 @@ def throughput_hcp(
         info = httpx.get(
             f"{sandbox_url}/_sandbox/accounts/{company_id}/inspect", params={"timestamps": "true"}, timeout=30
         ).json()
-        stamps = info["accepted_timestamps"]
-        span = (stamps[-1] - stamps[0]) if len(stamps) > 1 else wall
-        achieved = (len(stamps) - 1) / span if span > 0 else 0.0
         unsynced = count_unsynced(engine)
         engine.dispose()
         records = "leads" if mode == "lead" else "jobs"
         per_marker = [places.get("tags", 0) for places in info["markers"][records].values()]
         duplicates = sum(n - 1 for n in per_marker if n > 1)
-        return {
-            "scenario": f"throughput_hcp_{mode}_latency_{latency_ms}ms",
-            "provider": "housecallpro",
-            "budget_per_s": budget,
-            "routings": routings,
-            "requests_accepted": len(stamps),
-            "requests_per_routing": round(len(stamps) / routings, 2) if routings else None,
-            "achieved_per_s": round(achieved, 3),
-            "budget_ratio": round(achieved / budget, 4),
-            "max_requests_in_any_1s_window": info["max_requests_in_any_1s_window"],
-            "429s": info["rate_limited"],
-            "unhonoured_429": info["rate_limited"],
-            "duplicates": duplicates,
-            "lost": int(unsynced or 0),
-            "p50_s": round(summary.percentile(0.5) or 0, 3),
-            "p95_s": round(summary.percentile(0.95) or 0, 3),
-            "limiter_wait_s": round(summary.limiter_wait_seconds, 1),
-            "wall_s": round(wall, 1),
-            "targets": {"budget_ratio": ">= 0.90", "unhonoured_429": "== 0"},
-            "met": achieved / budget >= 0.90 and info["rate_limited"] == 0 and duplicates == 0 and not unsynced,
-        }
+        head = {"scenario": f"throughput_hcp_{mode}_latency_{latency_ms}ms", "provider": "housecallpro"}
+        return throughput_result(head, info, budget, routings, summary, wall, unsynced, duplicates, per_routing=True)
     finally:
         sandbox.terminate()
         sandbox.wait(10)
