@@ -1,19 +1,21 @@
 """Pieces of the sandboxes' own control APIs (`/_sandbox/...`) that do not depend on the provider: the control
 error answer `{"error": message, "field": name}`, reading a JSON object body, typed optional fields, amounts,
-and turning a route table into Starlette routes that answer `ControlError`s."""
+the office endpoints, and turning a route table into Starlette routes that answer `ControlError`s."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .config import ConfigError
 from .errors import json_response
+from .office import OfficeLoop, OfficeSettings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -84,4 +86,38 @@ def route_table(table: Sequence[tuple[str, str, Endpoint]]) -> list[Route]:
     return [Route(path, wrap(fn), methods=[method]) for method, path, fn in table]
 
 
-__all__ = ["ControlError", "Endpoint", "amount", "opt", "read_json", "route_table"]
+class _OfficeConfig(OfficeSettings, Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+C = TypeVar("C", bound=_OfficeConfig)
+
+
+def office_routes(
+    office: OfficeLoop[C, Any], parse: Callable[[Any, C], C], prefix: str = "/_sandbox"
+) -> list[tuple[str, str, Endpoint]]:
+    """`GET|PUT {prefix}/office` (the office's configuration and tick count; PUT parses with `parse(payload,
+    current)`, 422 on a `ConfigError`) and `POST {prefix}/office/tick` (one step now)."""
+
+    async def get_office(request: Request) -> Response:
+        return json_response(200, {**office.config.to_json(), "ticks": office.ticks})
+
+    async def put_office(request: Request) -> Response:
+        try:
+            config = parse(await read_json(request), office.config)
+        except ConfigError as exc:
+            raise ControlError(422, exc.message, exc.field) from None
+        office.configure(config)
+        return json_response(200, {**config.to_json(), "ticks": office.ticks})
+
+    async def office_tick(request: Request) -> Response:
+        return json_response(200, {"moved": office.tick(), "ticks": office.ticks})
+
+    return [
+        ("GET", prefix + "/office", get_office),
+        ("PUT", prefix + "/office", put_office),
+        ("POST", prefix + "/office/tick", office_tick),
+    ]
+
+
+__all__ = ["ControlError", "Endpoint", "amount", "office_routes", "opt", "read_json", "route_table"]

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandboxes.common.config import AppliesTo
-from sandboxes.common.control import ControlError, Endpoint, amount, opt, read_json, route_table
+from sandboxes.common.control import ControlError, Endpoint, amount, office_routes, opt, read_json, route_table
 
 from .config import RETRY_AFTER_MODES, ConfigError, RetryAfterMode, parse_hcp_faults, parse_office
 from .errors import json_response
@@ -274,21 +274,6 @@ class Control:
             raise ControlError(409, str(exc)) from None
         return json_response(200, {"invoice": invoice.to_json(with_job_id=True)})
 
-    # -- office ----------------------------------------------------------------------------------
-    async def get_office(self, request: Request) -> Response:
-        return json_response(200, {**self.sandbox.office.to_json(), "ticks": self.office.ticks})
-
-    async def put_office(self, request: Request) -> Response:
-        try:
-            config = parse_office(await read_json(request), self.sandbox.office)
-        except ConfigError as exc:
-            raise ControlError(422, exc.message, exc.field) from None
-        self.office.configure(config)
-        return json_response(200, {**config.to_json(), "ticks": self.office.ticks})
-
-    async def office_tick(self, request: Request) -> Response:
-        return json_response(200, {"moved": self.office.tick(), "ticks": self.office.ticks})
-
     # -- inspection ------------------------------------------------------------------------------
     def _pattern(self, request: Request) -> str:
         pattern = request.query_params.get("pattern") or DEFAULT_MARKER_PATTERN
@@ -336,8 +321,6 @@ class Control:
             ("POST", a + "/jobs/{id}/advance", self.advance_job),
             ("POST", a + "/invoices/{id}/pay", self.pay_invoice),
             ("GET", a + "/inspect", self.inspect),
-            ("GET", p + "/office", self.get_office),
-            ("PUT", p + "/office", self.put_office),
-            ("POST", p + "/office/tick", self.office_tick),
+            *office_routes(self.office, parse_office, p),
         ]
         return route_table(table)

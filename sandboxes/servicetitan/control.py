@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandboxes.common.control import ControlError, Endpoint, amount, opt, read_json, route_table
+from sandboxes.common.control import ControlError, Endpoint, amount, office_routes, opt, read_json, route_table
 
 from .config import AppliesTo, ConfigError, parse_faults, parse_office
 from .errors import json_response
@@ -238,21 +238,6 @@ class Control:
         tenant.adjust_invoice(invoice, total)
         return json_response(200, {"invoice": invoice.to_json()})
 
-    # -- office ----------------------------------------------------------------------------------
-    async def get_office(self, request: Request) -> Response:
-        return json_response(200, {**self.sandbox.office.to_json(), "ticks": self.office.ticks})
-
-    async def put_office(self, request: Request) -> Response:
-        try:
-            config = parse_office(await read_json(request), self.sandbox.office)
-        except ConfigError as exc:
-            raise ControlError(422, exc.message, exc.field) from None
-        self.office.configure(config)
-        return json_response(200, {**config.to_json(), "ticks": self.office.ticks})
-
-    async def office_tick(self, request: Request) -> Response:
-        return json_response(200, {"moved": self.office.tick(), "ticks": self.office.ticks})
-
     # -- inspection ------------------------------------------------------------------------------
     async def inspect(self, request: Request) -> Response:
         tenant = self._tenant(request)
@@ -284,8 +269,6 @@ class Control:
             ("POST", t + "/jobs/{id:int}/advance", self.advance_job),
             ("POST", t + "/invoices/{id:int}/adjust", self.adjust_invoice),
             ("GET", t + "/inspect", self.inspect),
-            ("GET", p + "/office", self.get_office),
-            ("PUT", p + "/office", self.put_office),
-            ("POST", p + "/office/tick", self.office_tick),
+            *office_routes(self.office, parse_office, p),
         ]
         return route_table(table)
