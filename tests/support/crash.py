@@ -48,7 +48,7 @@ def assert_left_in_flight(db: Engine) -> None:
     """Check, send, mark: the attempt was committed (and a lookup demanded) before the request left."""
     with db.connect() as conn:
         row = conn.execute(text("SELECT status, lookup_required, lease_owner FROM job_routings")).one()
-        attempt = conn.execute(text("SELECT outcome FROM sync_attempts")).scalar_one()
+        attempt: str = conn.execute(text("SELECT outcome FROM sync_attempts")).scalar_one()
     assert (row.status, row.lookup_required, row.lease_owner, attempt) == ("claimed", True, "doomed-run", "in_flight")
 
 

@@ -7,7 +7,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ from integration_core.delivery.engine import deliver_batch, reconcile
 
 async def _open_is_zero(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
-        open_ = (
+        open_: int = (
             await conn.execute(
                 text("SELECT count(*) FROM job_routings WHERE status IN ('pending', 'claimed', 'needs_reconcile')")
             )
@@ -34,7 +34,7 @@ async def race_until_quiet(
     companies: Iterable[uuid.UUID],
     *,
     control_url: str,
-    chaos: Callable[[httpx.AsyncClient], Awaitable[None]],
+    chaos: Callable[[httpx.AsyncClient], Coroutine[Any, Any, None]],
     deadline_s: float,
     tolerate_db_errors: bool = False,
 ) -> None:
