@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.delivery import run
-from tests.support.invariants import count_by_status, race_until_quiet, routing_history
+from tests.support.invariants import count_by_status, fault_mix, race_until_quiet, routing_history
 from tests.support.world import add_receiver, add_routings
 
 TENANTS = 5
@@ -29,17 +29,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, sandbox, w
         mode = "job" if i % 3 == 2 else "booking"
         company, tenant = add_receiver(db, sandbox, mode=mode)
         receivers.append((company, tenant, mode))
-        sandbox.put_faults(
-            tenant,
-            seed=seed * 100 + i,
-            applies_to="writes" if i else "all",  # one tenant also fails its reads (lookups)
-            error_rate=0.10,
-            commit_then_fail_rate=0.05,
-            commit_then_fail_mode="drop" if i % 2 else "status",
-            timeout_rate=0.05,
-            timeout_s=1.3,  # the client gives up after 1.0 s
-            latency={"kind": "uniform", "min_ms": 1, "max_ms": 30},
-        )
+        sandbox.put_faults(tenant, **fault_mix(seed, i))
         add_routings(db, world, company, PER_TENANT)
 
     async def chaos(client: httpx.AsyncClient) -> None:

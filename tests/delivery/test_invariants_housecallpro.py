@@ -16,7 +16,7 @@ from sqlalchemy import text
 from tests.support.delivery import run
 from tests.support.housecallpro import HcpSandbox, hcp, hcp_sandbox_url  # noqa: F401
 from tests.support.housecallpro_client import add_hcp_receiver, hcp_delivered
-from tests.support.invariants import count_by_status, race_until_quiet
+from tests.support.invariants import count_by_status, fault_mix, race_until_quiet
 from tests.support.invariants import routing_history as _history
 from tests.support.invariants import routing_state as _state
 from tests.support.world import add_routings
@@ -34,17 +34,7 @@ def test_exactly_once_under_faults(db, database_url, engine_settings, hcp: HcpSa
         mode = "job" if i % 3 == 2 else "lead"
         company, account = add_hcp_receiver(db, hcp, mode=mode)
         receivers.append((company, account.company_id, mode))
-        hcp.put_faults(
-            account.company_id,
-            seed=seed * 100 + i,
-            applies_to="writes" if i else "all",  # one account also fails its reads (customer searches, lookups)
-            error_rate=0.10,
-            commit_then_fail_rate=0.05,
-            commit_then_fail_mode="drop" if i % 2 else "status",
-            timeout_rate=0.05,
-            timeout_s=1.3,  # the client gives up after 1.0 s
-            latency={"kind": "uniform", "min_ms": 1, "max_ms": 30},
-        )
+        hcp.put_faults(account.company_id, **fault_mix(seed, i))
         add_routings(db, world, company, PER_ACCOUNT)
 
     async def chaos(client: httpx.AsyncClient) -> None:

@@ -18,6 +18,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from integration_core.delivery.engine import deliver_batch, reconcile
 
 
+def fault_mix(seed: int, i: int) -> dict[str, Any]:
+    """The faults of the ``i``-th account/tenant (``put_faults`` keywords): 10 % errors, 5 % commit-then-fail
+    (status or dropped connection, alternating), 5 % timeouts that outlast the client's 1.0 s, 1-30 ms latency;
+    the first one (``i`` = 0) also fails its reads (lookups, customer searches)."""
+    return {
+        "seed": seed * 100 + i,
+        "applies_to": "writes" if i else "all",
+        "error_rate": 0.10,
+        "commit_then_fail_rate": 0.05,
+        "commit_then_fail_mode": "drop" if i % 2 else "status",
+        "timeout_rate": 0.05,
+        "timeout_s": 1.3,  # the client gives up after 1.0 s
+        "latency": {"kind": "uniform", "min_ms": 1, "max_ms": 30},
+    }
+
+
 async def _open_is_zero(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
         open_: int = (
