@@ -17,7 +17,9 @@ what reads the same for every provider lives here:
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any, Self, TypeVar
@@ -182,6 +184,16 @@ def parse_model(model: type[M], data: Any, *, operation: str, write: bool) -> M:
         raise Retryable(message, code="bad_response") from None
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The process's one verifying TLS context (httpx's default: certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR).
+
+    httpx builds a new one for every client, and loading the CA bundle is ~0.1 s of CPU: once per delivery run and
+    per provider check. Shared instead (an SSLContext is safe to share between clients), and loaded by the run
+    launcher's forkserver before it forks run workers (pipelines/worker_preload.py), so a run pays nothing."""
+    return httpx.create_ssl_context()
+
+
 class OwnedHttpClient:
     """The ``httpx.AsyncClient`` plumbing of a provider client: injected (the test seam, never closed here) or
     built here with explicit timeouts and limits and no redirects (closed by :meth:`aclose`)."""
@@ -201,7 +213,7 @@ class OwnedHttpClient:
             raise ValueError("pass either http_client or transport, not both")
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
-            transport=transport, timeout=timeout, limits=limits, follow_redirects=False
+            transport=transport, timeout=timeout, limits=limits, follow_redirects=False, verify=tls_context()
         )
 
     async def aclose(self) -> None:
