@@ -145,7 +145,11 @@ def referral_deliveries(
 
 deliver_job = dg.define_asset_job(
     "deliver_routings",
-    selection=[referral_deliveries],
+    # the delivery step alone: the asset's checks look at every company at once (failure rates over 24 h, the
+    # oldest due routing, expired leases, the webhook inbox) and run on their own schedule (delivery_checks_job,
+    # webhook_checks_job) or from the UI. Run inside every delivery run they added four steps to each, about
+    # as much work as the delivery itself in a burst of short runs, and answered the same question 50 times.
+    selection=dg.AssetSelection.assets(referral_deliveries).without_checks(),
     executor_def=dg.in_process_executor,
     description="Deliver one receiving company's due routings (requested by the pending-routings sensor).",
 )

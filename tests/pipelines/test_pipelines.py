@@ -46,6 +46,18 @@ def test_definitions_load() -> None:
     assert deliver_job.executor_def is dg.in_process_executor
 
 
+def test_a_delivery_run_is_the_delivery_step_alone() -> None:
+    """The asset's checks look at all companies and run on their own schedule, not as extra steps of each of the
+    many short delivery runs of a burst."""
+    job = defs.resolve_job_def(deliver_job.name)
+    assert [node.name for node in job.nodes] == ["referral_deliveries"]
+    assert not job.asset_layer.asset_graph.asset_check_keys
+    checks = defs.resolve_job_def(checks_job.name)
+    assert {key.name for key in checks.asset_layer.asset_graph.asset_check_keys} == {
+        c.check_key.name for c in delivery_checks
+    }
+
+
 def pkey(db, company: uuid.UUID) -> str:
     """The company's partition key (issued by the database at creation)."""
     with db.connect() as conn:
