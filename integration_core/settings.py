@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     # sum over all processes must stay under the server's max_connections (checked at start-up).
     db_pool_size: int = Field(3, ge=1, le=100, alias="DB_POOL_SIZE")  # per engine of the API, `si`, code server
     db_max_overflow: int = Field(3, ge=0, le=100, alias="DB_MAX_OVERFLOW")
-    run_db_pool_size: int = Field(2, ge=1, le=64, alias="RUN_DB_POOL_SIZE")  # per delivery run worker (no overflow)
+    run_db_pool_size: int = Field(1, ge=1, le=64, alias="RUN_DB_POOL_SIZE")  # per delivery run worker (no overflow)
     db_pool_timeout_seconds: float = Field(30.0, gt=0, le=600, alias="DB_POOL_TIMEOUT_SECONDS")
     db_connection_reserve: int = Field(10, ge=0, le=1000, alias="DB_CONNECTION_RESERVE")  # psql, backups, migrations
     # transient database errors (connection refused, too many clients, admin shutdown, serialization failures)

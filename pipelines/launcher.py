@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 PID_TAG = "si/run_worker_pid"
 HOST_TAG = "si/run_worker_host"
 DEFAULT_PRELOAD = ("pipelines.worker_preload",)
+WORKER_POOL = {"pool_size": 1, "max_overflow": 1}  # a run worker's Dagster storage connections (pipelines/storage.py)
 
 
 def _host() -> str:
@@ -90,17 +91,22 @@ def _watch_for_cancel(instance: Any, run_id: str, poll_seconds: float, done: thr
 
 def worker_instance_ref(ref: Any) -> Any:
     """The instance a run worker opens: Postgres storage that does not check for (and create) Dagster's tables —
-    the daemon launching the worker has them already. That check is a catalog query over a new connection for
-    each of the three storages, at every run start, and in a burst of short runs it was a large share of the
-    server's work."""
+    the daemon launching the worker has them already; that check is a catalog query per storage at every run
+    start, and in a burst of short runs it was a large share of the server's work — and, with the pooled storage
+    (pipelines/storage.py), a pool the size of a run (`WORKER_POOL`): one connection kept for its event writes
+    and cancel watch, which take turns, and one more while Dagster nests a query inside another (the event log
+    checks an index in the middle of a write) — the two the connection budget counts per run
+    (integration_core/db/budget.py)."""
     import yaml
     from dagster._serdes import ConfigurableClassData
 
     data = ref.storage_data
-    if data is None or data.class_name != "DagsterPostgresStorage":
+    if data is None or data.class_name not in ("DagsterPostgresStorage", "PooledPostgresStorage"):
         return ref
     config = yaml.safe_load(data.config_yaml) or {}
     config["should_autocreate_tables"] = False
+    if data.class_name == "PooledPostgresStorage":
+        config.update(WORKER_POOL)
     return ref._replace(storage_data=ConfigurableClassData(data.module_name, data.class_name, yaml.safe_dump(config)))
 
 

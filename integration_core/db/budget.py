@@ -5,8 +5,9 @@ Every process has a small, bounded pool (docs/connections.md has the formula and
     runs x (RUN_DB_POOL_SIZE + Dagster per run) + API + daemon + webserver + code server + reserve
         ≤ the server's max_connections
 
-Dagster's own storage opens one connection per query (dagster-postgres uses a NullPool), so a Dagster process
-holds at most one per thread at work; the figures below are those threads. `plan()` is the configured maximum,
+Dagster's own storage keeps a small pool per process (pipelines/storage.py: `pool_size` kept, `max_overflow` opened
+while threads ask at once and closed after), so a Dagster process holds at most one per thread at work; the figures
+below are those threads. `plan()` is the configured maximum,
 `check()` compares it (and what is connected now) with the server.
 """
 
@@ -21,7 +22,9 @@ from integration_core.settings import Settings
 # dequeue workers 4, plus run monitoring, run retries, backfills, asset and freshness daemons)
 DAGSTER_DAEMON_CONNECTIONS = 12
 DAGSTER_WEBSERVER_CONNECTIONS = 4
-DAGSTER_PER_RUN_CONNECTIONS = 1  # a run worker's event writes (main thread) and its cancel watch, rarely together
+# a run worker's Dagster storage pool (pipelines/launcher.py WORKER_POOL): one kept for its event writes and cancel
+# watch, and one more while Dagster nests a query inside another (the event log checks an index mid-write)
+DAGSTER_PER_RUN_CONNECTIONS = 2
 CODE_SERVER_SENSOR_THREADS = 4  # sensor evaluations at once (dagster.yaml sensors.num_workers)
 API_HEALTH_POOL = 2  # integration_core.operations.health: one small pool for all provider checks
 API_WEBHOOK_APPLIER = 1  # integration_core.webhooks.apply.InboxApplier: one connection while events arrive

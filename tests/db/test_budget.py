@@ -20,7 +20,7 @@ def test_the_defaults_fit_a_stock_server() -> None:
     assert total <= 100
     lines = {x.component: x for x in budget.plan(settings)}
     runs = lines["delivery runs"]
-    assert runs.connections == 16 * (2 + budget.DAGSTER_PER_RUN_CONNECTIONS)
+    assert runs.connections == 16 * (1 + budget.DAGSTER_PER_RUN_CONNECTIONS) == 48
     assert "16 runs" in runs.how and "RUN_DB_POOL_SIZE" in runs.how
     assert sum(x.connections for x in lines.values()) == total
 

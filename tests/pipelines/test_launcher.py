@@ -69,6 +69,24 @@ def test_run_workers_do_not_check_for_dagster_tables(tmp_path: Path) -> None:
     assert worker.run_launcher_data == ref.run_launcher_data  # everything else as it was
 
 
+def test_run_workers_get_a_run_sized_pool_of_the_pooled_storage(tmp_path: Path) -> None:
+    """dagster.yaml's pooled storage (pipelines/storage.py): a run worker keeps one connection and may open one more
+    (the connection budget's two per run), and skips the table check; the daemon's pool is left as configured."""
+    import yaml
+    from dagster._core.instance import InstanceRef
+
+    from pipelines.launcher import WORKER_POOL, worker_instance_ref
+
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    ref = InstanceRef.from_dir(str(tmp_path))
+    assert ref.storage_data is not None and ref.storage_data.class_name == "PooledPostgresStorage"
+    daemon = yaml.safe_load(ref.storage_data.config_yaml)
+    assert (daemon["pool_size"], daemon["max_overflow"]) == (2, 10)
+    worker = yaml.safe_load(worker_instance_ref(ref).storage_data.config_yaml)
+    assert worker == {**daemon, **WORKER_POOL, "should_autocreate_tables": False}
+    assert WORKER_POOL == {"pool_size": 1, "max_overflow": 1}
+
+
 def test_parallel_launches_forget_finished_workers_safely() -> None:
     """The run queue launches from several threads at once: forgetting finished workers must not race (a run
     failed to launch with a KeyError when two threads removed the same finished worker)."""
