@@ -2,7 +2,11 @@
 
 Every run worker is a fork of that process, so anything done here costs nothing per run. The list follows
 what a delivery run actually loads beyond the code location (measured from `sys.modules` at the end of a run):
-the run-worker body, Postgres run/event storage and its schema check, and the provider client's HTTP stack.
+the run-worker body, Postgres run/event storage and its schema check, and the provider client's HTTP stack. Some
+are imported lazily by their packages, and so named here one by one: `upath`'s core (its first use reads the entry
+points of every installed package through fsspec's registry, ~2 s of wall time per run worker in a burst, when
+Dagster opens the run's instance), `sniffio` (httpcore's first request), Dagster's config processing and active
+execution (the run's plan).
 
 Beyond imports, `warm()` builds what every run would otherwise build again from scratch (measured with a CPU
 profile of run workers in a burst: together ~0.5 s of CPU per run on this machine's cores, paid before the run
@@ -24,16 +28,22 @@ import dagster
 import dagster._cli.api
 import dagster._core.execution.api
 import dagster._core.executor.in_process
-import dagster._core.storage.local_compute_log_manager
+import dagster._core.storage.noop_compute_log_manager
 import dagster._grpc.impl
 import dagster_postgres
 import httpcore
 import psycopg2.extras  # type: ignore[import-untyped]
+import sniffio
 import sqlalchemy.dialects.postgresql.psycopg
 import sqlalchemy.dialects.postgresql.psycopg2
 import sqlalchemy.ext.asyncio
 import sqlalchemy.orm
 import upath
+import upath.implementations.local
+from dagster._config import process_config
+from dagster._core.execution.plan.active import ActiveExecution
+from dagster._core.system_config.composite_descent import composite_descent
+from upath import UPath
 
 import integration_core.db.models
 import integration_core.providers.housecallpro.provider
@@ -42,14 +52,19 @@ import pipelines.definitions
 from integration_core.providers.http import tls_context
 
 __all__ = [
+    "ActiveExecution",
+    "UPath",
     "alembic",
     "anyio",
+    "composite_descent",
     "dagster",
     "dagster_postgres",
     "httpcore",
     "integration_core",
     "pipelines",
+    "process_config",
     "psycopg2",
+    "sniffio",
     "sqlalchemy",
     "upath",
     "warm",
