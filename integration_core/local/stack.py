@@ -254,9 +254,33 @@ def _daemons_heartbeating(settings: Settings) -> bool:
     return bool(statuses) and all(s.healthy is True for s in statuses if s.required)
 
 
+# what pipelines/launcher.py's WarmForkRunLauncher prints to the daemon's log once its forkserver has imported the
+# code location (or failed to: every launch then fails with the import error, which the log names)
+LAUNCHER_READY = "WarmForkRunLauncher: forkserver ready"
+LAUNCHER_FAILED = "WarmForkRunLauncher: preload module(s)"
+
+
+def _launcher_warm(log: Path, offset: int) -> bool:
+    """Whether the daemon's run launcher has finished warming up since this start (its log from `offset` on)."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return LAUNCHER_READY in text or LAUNCHER_FAILED in text
+
+
 def _wait_healthy(
-    svc: Service, proc: subprocess.Popen[bytes], settings: Settings | None = None, timeout: float = 120
+    svc: Service,
+    proc: subprocess.Popen[bytes],
+    settings: Settings | None = None,
+    timeout: float = 120,
+    log: tuple[Path, int] | None = None,
 ) -> None:
+    """Until the service answers. The daemon: its daemons heartbeat and — with the warm-fork launcher — the
+    launcher's forkserver has imported the code location, so that the first runs start at once instead of
+    queueing behind that import (seconds on a small machine) while the stack already reports itself up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -271,7 +295,8 @@ def _wait_healthy(
             if _port_open(svc.port):
                 return
         elif svc.name == "dagster-daemon" and settings is not None:
-            if _daemons_heartbeating(settings):
+            warm = settings.dagster_run_launcher != "warmfork" or log is None or _launcher_warm(*log)
+            if warm and _daemons_heartbeating(settings):
                 return
             time.sleep(0.5)
         else:
@@ -309,7 +334,9 @@ class Supervisor:
         base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         extra = dagster_env(self.settings)
         for svc in services(self.settings):
-            log = open(logs / f"{svc.name}.log", "ab")  # noqa: SIM115 - owned by the child for its life
+            log_path = logs / f"{svc.name}.log"
+            log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its life
+            offset = log_path.stat().st_size
             env = {**base_env, **extra} if svc.dagster else base_env
             proc = subprocess.Popen(  # noqa: S603 - our own argv
                 svc.argv,
@@ -321,7 +348,7 @@ class Supervisor:
             )
             self.procs.append((svc, proc))
             self._write_state()
-            _wait_healthy(svc, proc, self.settings)
+            _wait_healthy(svc, proc, self.settings, log=(log_path, offset))
             if self.echo:
                 print(f"  {svc.name:<18} pid {proc.pid:<7} port {svc.port}  log {logs / (svc.name + '.log')}")
             if svc.name == "api":  # the sandboxes post signed webhooks to this API (docs/webhooks.md)

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from integration_core.local.seed import demo_company_id, demo_technician_id
-from integration_core.local.stack import LocalStack
+from integration_core.local.stack import LAUNCHER_READY, LocalStack
 from tests.support.config import TEST_API_TOKEN, TEST_SECRET_KEY
 from tests.support.db import psycopg_url
 from tests.support.waiting import wait_for
@@ -68,6 +68,9 @@ def _refer_water_heater_job(api: httpx.Client, key: str) -> dict:  # type: ignor
 
 
 def test_referral_is_delivered_and_followed_to_revenue(stack: LocalStack) -> None:
+    # the stack said it was up only once the run launcher had imported the code location: the first run starts
+    # at once instead of queueing behind that import
+    assert LAUNCHER_READY in (stack.data_dir / "logs" / "dagster-daemon.log").read_text()
     api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {TEST_API_TOKEN}"}, timeout=30)
     sandbox = httpx.Client(base_url=stack.sandbox_url, timeout=30)
     created = _refer_water_heater_job(api, "e2e-1")
