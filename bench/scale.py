@@ -9,8 +9,8 @@ then `VACUUM (ANALYZE)` (the state autovacuum keeps the table in) and a CHECKPOI
   one short transaction per call, as the sensor does;
 - `claim_p50_ms`: `claim(..., limit=200)` of one of the 10 big companies (the worst case: the most due rows to
   choose from), committed; each repetition leases the next 200 oldest;
-- `claim_pick_p50_ms`: of that, choosing and locking the 200 (the claim statement's `due` CTE, from EXPLAIN
-  ANALYZE in a rolled-back transaction): the part a backlog would grow;
+- `claim_pick_p50_ms`: of that, choosing and locking the 200 and reading their jobs' delivery fields (the claim
+  statement's `due` CTE, from EXPLAIN ANALYZE in a rolled-back transaction): the part a backlog would grow;
 - `reconcile_claim_p50_ms`: `claim(..., limit=20, statuses=("needs_reconcile",))` of a big company (the reconcile
   job's claim; 20, so that every call gets a full batch at 100k due too).
 
@@ -233,8 +233,9 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
 
 def _claim_pick(engine: Engine, repetitions: int) -> tuple[list[float], str]:
     """The part of the claim the backlog could make grow, choosing the 200 rows to lease (the `due` CTE: scan, order,
-    lock), from EXPLAIN ANALYZE of the real statement in a rolled-back transaction; the rest of the claim (updating
-    200 rows and 7 indexes each, the commit) does not depend on the backlog. Returns (ms per call, index used)."""
+    lock, and the 200 jobs' primary-key probes), from EXPLAIN ANALYZE of the real statement in a rolled-back
+    transaction; the rest of the claim (updating 200 rows, 6 index entries each, the commit) does not depend on the
+    backlog. Returns (ms per call, index used)."""
     from integration_core.delivery.claims import _claim_statement
     from integration_core.domain import RoutingStatus
 

@@ -315,8 +315,13 @@ class JobRouting(Base):
         ),
         # reconcile: expired leases
         Index("ix_job_routings_lease", "lease_expires_at", postgresql_where=text("status = 'claimed'")),
-        Index("ix_job_routings_external_id", "external_id"),
-        Index("ix_job_routings_status_updated", "status", "updated_at"),
+        # Partial (migration 0007): a claim's UPDATE is never HOT (status is indexed), so each claimed row version
+        # costs an entry in every index whose predicate it satisfies. No query reads a claimed row through these:
+        # the update matcher names an external id (only synced routings have one), and queries on claimed
+        # routings go through ix_job_routings_lease.
+        Index("ix_job_routings_external_id", "external_id", postgresql_where=text("external_id IS NOT NULL")),
+        # a status's routings by last change: failure rates, dead letters, the reconcile sweep
+        Index("ix_job_routings_status_updated", "status", "updated_at", postgresql_where=text("status <> 'claimed'")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

@@ -3,6 +3,7 @@ the due-routing indexes and stop early instead of reading and sorting every due 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,10 +13,11 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from integration_core.delivery import monitoring
-from integration_core.delivery.claims import _claim_statement, claim
+from integration_core.delivery import claims, monitoring
+from integration_core.delivery.claims import Claimed, _claim_statement, claim
 from integration_core.delivery.monitoring import due_companies
 from integration_core.domain import RoutingStatus
+from integration_core.providers.base import DeliveryRequest
 from tests.support.delivery import run
 from tests.support.world import World
 
@@ -202,6 +204,61 @@ def test_claim_takes_the_oldest_due_first_and_marks_lookups(db, database_url, wo
     assert leased == {"run-1": 4, "run-2": 3, "someone": 2}
 
 
+def test_claim_builds_the_same_objects_as_their_constructors(db, database_url, world) -> None:
+    """claim() fills the frozen dataclasses' dicts directly (claims._claimed): every field, nothing else."""
+    for cls, names in claims._FAST_BUILD_FIELDS.items():
+        assert {f.name for f in dataclasses.fields(cls)} == set(names), cls
+        assert not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__"), cls
+    company = add_company(db, "C")
+    add(db, world, company, 3, age=timedelta(minutes=10))
+    got = run(database_url, lambda e: claim(e, company, owner="r", limit=10, lease_seconds=60))
+    assert len(got) == 3
+    with db.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                text(
+                    "SELECT r.id, r.lease_version, r.attempts, r.lookup_required, r.created_at, j.summary, j.street, "
+                    "j.unit, j.city, j.state, j.zip_code, j.country, j.homeowner_name, j.homeowner_phone, "
+                    "j.homeowner_email, j.category, c.name AS referrer FROM job_routings r "
+                    "JOIN jobs j ON j.id = r.job_id JOIN companies c ON c.id = j.created_by_company_id "
+                    "WHERE r.receiving_company_id = :c"
+                ),
+                {"c": company},
+            ).mappings()
+        }
+    for c in got:
+        r = rows[c.id]
+        expected = Claimed(
+            id=c.id,
+            lease_version=r["lease_version"],
+            attempts=r["attempts"],
+            lookup_required=r["lookup_required"],
+            request=DeliveryRequest(
+                routing_id=c.id,
+                summary=r["summary"],
+                street=r["street"],
+                unit=r["unit"],
+                city=r["city"],
+                state=r["state"],
+                zip=r["zip_code"],
+                country=r["country"],
+                homeowner_name=r["homeowner_name"],
+                homeowner_phone=r["homeowner_phone"],
+                homeowner_email=r["homeowner_email"],
+                category=r["category"],
+                referring_company_name=r["referrer"],
+                created_at=r["created_at"],
+            ),
+            deadline=c.deadline,
+        )
+        assert c == expected and hash(c) == hash(expected) and repr(c) == repr(expected)
+        assert vars(c) == vars(expected) and vars(c.request) == vars(expected.request)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            c.request.summary = "changed"  # type: ignore[misc]
+    assert [c.request.created_at for c in got] == sorted(c.request.created_at for c in got)
+
+
 def test_claim_in_claim_order_within_the_limit(db, database_url, world) -> None:
     company = add_company(db, "C")
     same_time = add(db, world, company, 5, age=timedelta(minutes=10))  # equal next_attempt_at: by sequence
@@ -296,11 +353,19 @@ def test_claim_plan_walks_the_due_index_and_stops_after_the_batch(db, backlog) -
     )
     nodes = [n for n, _ in _nodes(plan)]
     assert not [n for n in nodes if "Sort" in n["Node Type"]], plan  # no sort of the company's due rows
-    [(scan, parent)] = [(n, p) for n, p in _routing_scans(plan) if n.get("Index Name") != "pk_job_routings"]
+    [(scan, _)] = [(n, p) for n, p in _routing_scans(plan) if n.get("Index Name") != "pk_job_routings"]
     assert scan["Node Type"] == "Index Scan" and scan["Index Name"] == "ix_job_routings_due", plan
-    assert parent["Node Type"] == "LockRows"
     limit = next(n for n in nodes if n["Node Type"] == "Limit")
-    assert parent in limit["Plans"]  # Limit -> LockRows -> ordered index scan: stops after 200 lockable rows
+    [lock] = limit["Plans"]
+    assert lock["Node Type"] == "LockRows", plan
+    # Limit -> LockRows -> nested loops driven by the ordered index scan: stops after 200 lockable rows, and the
+    # jobs (and referring companies) are probed by primary key for those rows only, never read whole
+    under_lock = [n for n, _ in _nodes(lock)]
+    assert scan in under_lock, plan
+    joins = [n for n in under_lock if "Join" in n["Node Type"] or n["Node Type"] == "Nested Loop"]
+    assert joins and all(n["Node Type"] == "Nested Loop" for n in joins), plan
+    jobs = [n for n in under_lock if n.get("Relation Name") == "jobs"]
+    assert [n.get("Index Name") for n in jobs] == ["pk_jobs"], plan
 
 
 def test_due_companies_plan_probes_per_company_and_never_reads_the_due_rows_whole(db, backlog) -> None:
