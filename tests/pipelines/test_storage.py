@@ -112,3 +112,33 @@ def test_a_connection_the_server_dropped_is_replaced_before_use(dagster_home: Pa
                 (name,),
             )
         assert instance.get_runs_count() == 0
+
+
+def test_schema_facts_are_read_once_not_at_every_query(dagster_home: Path) -> None:
+    """Stock storage reflects the catalog on every run query and every instigator-state read; the pooled storage
+    remembers what it found (statements seen on the engine's connections)."""
+    from sqlalchemy import event
+
+    with dg.DagsterInstance.get() as instance:
+        engine = _engine(instance)
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            for _ in range(2):
+                instance.get_run_records(limit=5)
+                instance.get_run_by_id("0" * 8 + "-0000-0000-0000-000000000000")
+                instance.all_instigator_state()
+            first = len(statements)
+            for _ in range(10):
+                instance.get_run_records(limit=5)
+                instance.get_run_by_id("0" * 8 + "-0000-0000-0000-000000000000")
+                instance.all_instigator_state()
+            later = statements[first:]
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        assert not [s for s in later if "pg_catalog" in s or "information_schema" in s]
+        assert len(later) <= 10 * 3 * 2  # the queries themselves (and a pre-ping each), nothing more
