@@ -1,6 +1,7 @@
 """Sensors: new work → runs; final run failures → one alert each."""
 
 import logging
+import time
 
 import dagster as dg
 import httpx
@@ -24,18 +25,37 @@ ACTIVE_STATUSES = [
 ]
 
 
-def companies_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
+# A run is created NOT_STARTED and submitted (QUEUED) right after, within a second or two. One still NOT_STARTED
+# this long after its creation was never submitted — its creator failed between the two (seen in `burst_chaos`:
+# the run-retry daemon's new run, written while PostgreSQL restarted) — and nobody will submit it. Left alone it
+# blocked its company's next run until run monitoring's start timeout (180 s).
+ORPHANED_NOT_STARTED_SECONDS = 30.0
+
+
+def companies_with_active_runs(instance: dg.DagsterInstance, *, now: float | None = None) -> set[str]:
     """Partition keys and company ids of the companies with a delivery run queued or running (an operator may have
-    re-executed a partition from before migration 0005, keyed by the bare company id)."""
+    re-executed a partition from before migration 0005, keyed by the bare company id). A run left NOT_STARTED for
+    ORPHANED_NOT_STARTED_SECONDS is marked CANCELED (with the reason, in the UI) and blocks nothing."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=deliver_job.name, statuses=ACTIVE_STATUSES), limit=10_000
     )
-    return {
-        key
-        for r in records
-        for key in (r.dagster_run.tags.get("dagster/partition"), r.dagster_run.tags.get(COMPANY_ID_TAG))
-        if key
-    }
+    now = time.time() if now is None else now
+    busy: set[str] = set()
+    for r in records:
+        run = r.dagster_run
+        if run.status == dg.DagsterRunStatus.NOT_STARTED and now - r.create_timestamp.timestamp() > (
+            ORPHANED_NOT_STARTED_SECONDS
+        ):
+            message = (
+                f"never submitted: still NOT_STARTED {now - r.create_timestamp.timestamp():.0f} s after it was "
+                "created (its creator failed before queueing it); canceled so that the sensor can start its company's "
+                "next run"
+            )
+            log.warning("delivery run %s %s", run.run_id, message)
+            instance.report_run_canceled(run, message=f"Run {message}.")
+            continue
+        busy.update(key for key in (run.tags.get("dagster/partition"), run.tags.get(COMPANY_ID_TAG)) if key)
+    return busy
 
 
 def release_ended_holders(instance: dg.DagsterInstance, integration: IntegrationResource) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,7 +21,12 @@ from pipelines.jobs import pull_updates_job, reconcile_job, retention_job
 from pipelines.partitions import COMPANY_ID_TAG, PARTITIONS
 from pipelines.resources import IntegrationResource
 from pipelines.schedules import pull_updates_schedule, reconcile_schedule, retention_schedule
-from pipelines.sensors import pending_routings_sensor, send_alert
+from pipelines.sensors import (
+    ORPHANED_NOT_STARTED_SECONDS,
+    companies_with_active_runs,
+    pending_routings_sensor,
+    send_alert,
+)
 from tests.support.config import TEST_SECRET_KEY
 from tests.support.world import add_receiver, add_routings, statuses
 
@@ -99,6 +105,20 @@ def test_sensor_adds_only_new_partitions_and_one_run_per_idle_company(
     assert {r.tags[COMPANY_ID_TAG] for r in result.run_requests} == {str(c) for c in (*known, new)}
     assert result.cursor == "8"
     assert {r.run_key for r in result.run_requests} == {f"{keys[c]}:8" for c in (*known, new)}
+
+
+def test_a_run_never_submitted_blocks_its_company_only_for_a_while(db, engine_settings, sandbox, world, instance):
+    """A delivery run left NOT_STARTED (its creator failed before queueing it) is canceled after
+    ORPHANED_NOT_STARTED_SECONDS and no longer keeps the sensor from starting its company's next run."""
+    company, _ = add_receiver(db, sandbox)
+    key = pkey(db, company)
+    _queued_run(instance, key, dg.DagsterRunStatus.NOT_STARTED)
+    started = time.time()
+    assert companies_with_active_runs(instance, now=started) == {key}  # just created: it may be submitted yet
+    assert companies_with_active_runs(instance, now=started + ORPHANED_NOT_STARTED_SECONDS + 5) == set()
+    [run] = instance.get_runs(filters=dg.RunsFilter(job_name="deliver_routings"))
+    assert run.status == dg.DagsterRunStatus.CANCELED
+    assert companies_with_active_runs(instance, now=started) == set()
 
 
 def test_sensor_skips_with_a_reason(db, engine_settings, sandbox, world, integration, instance) -> None:
