@@ -523,6 +523,33 @@ def _latencies(engine: Engine, job_ids: list[str]) -> list[float]:
         return [float(x) for x in rows]
 
 
+def _phases(engine: Engine, job_ids: list[str]) -> dict[str, float | None]:
+    """Where post -> synced goes, per synced routing: waiting for a run to send it (job created -> its first
+    delivery attempt) and sending (first attempt -> synced: the rate-limited requests, retries included)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT extract(epoch FROM a.first - j.created_at), extract(epoch FROM r.synced_at - a.first) "
+                "FROM job_routings r JOIN jobs j ON j.id = r.job_id "
+                "JOIN (SELECT routing_id, min(started_at) AS first FROM sync_attempts GROUP BY routing_id) a "
+                "ON a.routing_id = r.id "
+                "WHERE r.synced_at IS NOT NULL AND j.id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": job_ids},
+        ).all()
+    waits, sends = [float(w) for w, _ in rows], [float(s) for _, s in rows]
+
+    def r(x: float | None) -> float | None:
+        return round(x, 3) if x is not None else None
+
+    return {
+        "wait_p50_s": r(percentile(waits, 0.5)),
+        "wait_p95_s": r(percentile(waits, 0.95)),
+        "send_p50_s": r(percentile(sends, 0.5)),
+        "send_p95_s": r(percentile(sends, 0.95)),
+    }
+
+
 def _sandbox_records(sandbox_url: str, tenants: set[str], synced: set[str]) -> dict[str, int]:
     """Duplicates per routing marker (as `throughput` counts them), and synced routings the sandbox has no
     record of."""
@@ -733,6 +760,7 @@ def _run(
         waited = time.monotonic() - posted_at
         stop.set()
         latencies = _latencies(engine, posted.job_ids)
+        phases = _phases(engine, posted.job_ids)
         synced = _synced_ids(engine, posted.job_ids)
         sandbox = _sandbox_records(stack.sandbox_url, {t for _, t, _ in receivers}, synced)
         runs = _dagster_runs(server, dagster_db)
@@ -793,7 +821,10 @@ def _run(
         stack.stop()
         sampler.stop.set()
         sampler.join(10)
-        _drop_databases(server, [app_db, dagster_db])
+        if os.environ.get("BENCH_KEEP_DATABASES") == "1":  # to look at the run afterwards (the local server only)
+            print(f"kept databases {app_db} and {dagster_db}", file=sys.stderr)
+        else:
+            _drop_databases(server, [app_db, dagster_db])
         if server.kind == "embedded":
             from integration_core.db.embedded import stop_server
 
@@ -825,6 +856,7 @@ def _run(
         "p50_s": round(p50, 3) if p50 is not None else None,
         "p95_s": round(p95, 3) if p95 is not None else None,
         "max_s": round(max(latencies), 3) if latencies else None,
+        "phases": phases,
         "peak_connections": sampler.peak_client,
         "peak_connections_incl_background": sampler.peak_all,
         "peak_connections_by_db": sampler.peak_detail,

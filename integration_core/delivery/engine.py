@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -45,7 +46,7 @@ from integration_core.delivery.connections import (
 )
 from integration_core.delivery.decide import Action, RoutingState, next_action
 from integration_core.delivery.leases import EXPIRE_LEASES
-from integration_core.delivery.ratelimit import LeaseDeadline, request_deadline
+from integration_core.delivery.ratelimit import LeaseDeadline, request_deadline, request_priority
 from integration_core.domain import AttemptOutcome, ConnectionHealth, RoutingStatus
 from integration_core.providers.base import (
     AuthFailed,
@@ -71,6 +72,9 @@ HEARTBEAT_FRACTION = 1 / 6
 DEADLINE_FRACTION = 0.9
 # an idle run asks whether its slot is wanted (`drain(keep_waiting=...)`) at most this often
 KEEP_WAITING_TTL_SECONDS = 2.0
+
+# claim order over all batches of this process (the overlapping lanes of `drain`): earlier claimed, served first
+_CLAIM_ORDER = itertools.count()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -213,6 +217,7 @@ class _Batch:
         self.stop = asyncio.Event()
         self.deadlines: dict[uuid.UUID, float] = {}  # extended by the heartbeat while the run is alive
         self.unfinished: set[uuid.UUID] = set()
+        self.order: dict[uuid.UUID, float] = {}  # the routing's place in claim order: its requests' priority
 
     # -- database ------------------------------------------------------------------------------------------
 
@@ -405,9 +410,12 @@ class _Batch:
         that finds nothing, return the routing to `pending` instead of sending."""
         # the rate limiter refuses to hand out a slot this routing's lease would not cover
         token = request_deadline.set(lambda: self.deadlines.get(c.id, c.deadline))
+        # and gives the next request slot to the routing claimed first (ratelimit.request_priority)
+        order = request_priority.set(self.order.get(c.id, 0.0))
         try:
             await self._process(c, lookup_only=lookup_only)
         finally:
+            request_priority.reset(order)
             request_deadline.reset(token)
             self.unfinished.discard(c.id)
 
@@ -622,6 +630,7 @@ async def _run_claimed(
 ) -> None:
     batch = _Batch(engine, settings, live, summary, rng)
     batch.deadlines = {c.id: c.deadline for c in claimed}
+    batch.order = {c.id: float(next(_CLAIM_ORDER)) for c in claimed}  # claim order across this process's batches
     batch.unfinished = {c.id for c in claimed}
     sem = asyncio.Semaphore(settings.delivery_concurrency)
 

@@ -122,3 +122,67 @@ def test_a_caller_whose_lease_cannot_cover_the_wait_takes_no_slot(db, database_u
 
     before, after = run(database_url, body)
     assert after == before  # nobody's schedule moved
+
+
+def test_under_a_tight_budget_routings_finish_one_after_another(
+    db, database_url, engine_settings, sandbox, world
+) -> None:
+    """Job mode takes a lookup, a customer and a job per routing. Were slots handed out in arrival order, every
+    routing's lookup would go out before anyone's customer, and all would finish together at the end of the batch;
+    the routing claimed first gets the next slot instead, so the first routing is synced before the last one has
+    sent anything that creates (most of them are)."""
+    company, _ = add_receiver(db, sandbox, mode="job", rate=5, sandbox_rate=5, burst=1)
+    add_routings(db, world, company, 8)
+
+    run(database_url, lambda engine: deliver_batch(engine, engine_settings, company, "ordered", limit=8))
+    assert statuses(db) == {"synced": 8}
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT min(a.started_at), r.synced_at FROM sync_attempts a JOIN job_routings r ON r.id = a.routing_id "
+                "GROUP BY r.id, r.synced_at ORDER BY 1"
+            )
+        ).all()
+    last_first_write = rows[-1][0]
+    synced_before = sum(1 for _, synced_at in rows if synced_at < last_first_write)
+    # measured: 6 of 8 when the routing claimed first goes first, 0 or 1 in arrival order
+    assert synced_before >= 4, rows
+
+
+def test_turns_go_to_the_lowest_priority_value_and_survive_cancellation() -> None:
+    from integration_core.delivery.ratelimit import _Turns
+
+    async def body() -> list[str]:
+        turns, served = _Turns(), []
+        release = asyncio.Event()
+
+        async def take(name: str, priority: float, hold: asyncio.Event | None = None) -> None:
+            async with turns.turn(priority):
+                served.append(name)
+                if hold is not None:
+                    await hold.wait()
+
+        first = asyncio.create_task(take("first", 9, release))  # takes the free turn at once
+        await asyncio.sleep(0)
+        late = [asyncio.create_task(take(n, p)) for n, p in (("c", 3), ("a", 1), ("b", 2), ("gone", 0))]
+        await asyncio.sleep(0)
+        late[-1].cancel()  # cancelled while waiting: skipped
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, *late[:-1])
+
+        # handed the turn, then cancelled before it ran: the turn passes on instead of being lost
+        hold = asyncio.Event()
+        holder = asyncio.create_task(take("holder", 0, hold))
+        await asyncio.sleep(0)
+        victim = asyncio.create_task(take("victim", 0))
+        after = asyncio.create_task(take("after", 1))
+        await asyncio.sleep(0)
+        hold.set()
+        await asyncio.sleep(0)  # holder gives the turn to victim ...
+        victim.cancel()  # ... which is cancelled before it runs
+        await asyncio.wait_for(asyncio.gather(holder, after, return_exceptions=True), 5)
+        assert victim.cancelled()
+        return served
+
+    assert asyncio.run(body()) == ["first", "a", "b", "c", "holder", "after"]
