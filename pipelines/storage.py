@@ -10,9 +10,10 @@ run-status reads and cancel checks. Over a burst of short runs that is the large
 `pool_size` connections open and opens up to `max_overflow` more (closed after use) when threads ask at once. The
 same tables, migrations and queries; only where connections come from changes. Connections are checked before use
 (`pool_pre_ping`: a restarted server costs one failed ping, not a failed storage call) and recycled after
-`pool_recycle` seconds. Run workers get `pool_size: 1, max_overflow: 0` from the launcher (pipelines/launcher.py
-`worker_instance_ref`): one connection for the run's event writes and its cancel watch, the figure of the connection
-budget (integration_core/db/budget.py). The webserver still replaces the pool with its own (`optimize_for_webserver`).
+`pool_recycle` seconds. Run workers get `pool_size: 1, max_overflow: 1` from the launcher (pipelines/launcher.py
+`WORKER_POOL`): one connection for the run's event writes and its cancel watch, one more while Dagster nests a query
+inside another (the event log checks an index in the middle of a write) — the two the connection budget counts per
+run (integration_core/db/budget.py). The webserver still replaces the pool with its own (`optimize_for_webserver`).
 
 It also remembers the schema facts Dagster looks up again and again: stock storage reflects the catalog (an
 `Inspector.get_columns` / `get_table_names` round trip and its processing) on *every* run query

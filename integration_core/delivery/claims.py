@@ -72,9 +72,9 @@ _CLAIM_TEMPLATE = f"""
          WHERE r.id = due.id
         RETURNING r.id, r.lease_version, r.attempts, r.lookup_required
     )
-    SELECT claimed.id, claimed.lease_version, claimed.attempts, claimed.lookup_required, due.created_at,
-           due.summary, due.street, due.unit, due.city, due.state, due.zip_code, due.country, due.homeowner_name,
-           due.homeowner_phone, due.homeowner_email, due.category, due.referrer
+    SELECT claimed.id, claimed.lease_version, claimed.attempts, claimed.lookup_required,
+           claimed.id, due.summary, due.street, due.city, due.state, due.zip_code, due.homeowner_name, due.created_at,
+           due.unit, due.country, due.homeowner_phone, due.homeowner_email, due.category, due.referrer
       FROM claimed
       JOIN due ON due.id = claimed.id
     """
@@ -87,30 +87,31 @@ def _claim_statement(statuses: frozenset[RoutingStatus]) -> TextClause:
     return text(_CLAIM_TEMPLATE.format(status_predicate=predicate))
 
 
-# Claimed and DeliveryRequest are frozen dataclasses: their generated __init__ sets each of the 21 fields through
+# Claimed and DeliveryRequest are frozen dataclasses: their generated __init__ sets each of the 20 fields through
 # object.__setattr__, which is most of the Python-side cost of a 200-routing claim. The claim fills every field
 # itself, so it builds them by filling the instance dict instead: the same objects (equal, hashable, frozen), about
-# a third of the cost. This is only valid while both stay plain dataclasses whose every field the claim sets
-# (no __post_init__, no __slots__): _FAST_BUILD_FIELDS is checked against them by tests/delivery/test_hot_queries.py.
-_FAST_BUILD_FIELDS = {
-    Claimed: ("id", "lease_version", "attempts", "lookup_required", "request", "deadline"),
-    DeliveryRequest: (
-        "routing_id",
-        "summary",
-        "street",
-        "city",
-        "state",
-        "zip",
-        "homeowner_name",
-        "created_at",
-        "unit",
-        "country",
-        "homeowner_phone",
-        "homeowner_email",
-        "category",
-        "referring_company_name",
-    ),
-}
+# a third of the cost. The two lists below name the fields in the order of the statement's columns (the first four
+# are Claimed's, the rest the request's) and are checked against the dataclasses by tests/delivery/test_hot_queries.py:
+# this is only valid while both stay plain dataclasses whose every field the claim sets (no __post_init__, no
+# __slots__).
+_CLAIMED_FIELDS = ("id", "lease_version", "attempts", "lookup_required", "request", "deadline")
+_REQUEST_FIELDS = (
+    "routing_id",
+    "summary",
+    "street",
+    "city",
+    "state",
+    "zip",
+    "homeowner_name",
+    "created_at",
+    "unit",
+    "country",
+    "homeowner_phone",
+    "homeowner_email",
+    "category",
+    "referring_company_name",
+)
+_FAST_BUILD_FIELDS = {Claimed: _CLAIMED_FIELDS, DeliveryRequest: _REQUEST_FIELDS}
 _new = object.__new__
 _CREATED_AT = operator.attrgetter("request.created_at")
 
@@ -137,54 +138,14 @@ async def claim(
         result = await conn.execute(
             statement, {"company": company_id, "limit": limit, "owner": owner, "lease": lease_seconds}
         )
-        rows: Sequence[Any] = result.all()  # rows unpack as tuples: each field read once, no mapping lookups
+        rows: Sequence[Any] = result.all()
     deadline = claimed_at + lease_seconds * 0.9
     claimed: list[Claimed] = []
-    for (
-        routing_id,
-        lease_version,
-        attempts,
-        lookup_required,
-        created_at,
-        summary,
-        street,
-        unit,
-        city,
-        state,
-        zip_code,
-        country,
-        homeowner_name,
-        homeowner_phone,
-        homeowner_email,
-        category,
-        referrer,
-    ) in rows:
+    for row in rows:
         request = _new(DeliveryRequest)
-        request.__dict__.update(
-            routing_id=routing_id,
-            summary=summary,
-            street=street,
-            city=city,
-            state=state,
-            zip=zip_code,
-            homeowner_name=homeowner_name,
-            created_at=created_at,
-            unit=unit,
-            country=country,
-            homeowner_phone=homeowner_phone,
-            homeowner_email=homeowner_email,
-            category=category,
-            referring_company_name=referrer,
-        )
+        request.__dict__.update(zip(_REQUEST_FIELDS, row[4:], strict=True))
         leased = _new(Claimed)
-        leased.__dict__.update(
-            id=routing_id,
-            lease_version=lease_version,
-            attempts=attempts,
-            lookup_required=lookup_required,
-            request=request,
-            deadline=deadline,
-        )
+        leased.__dict__.update(zip(_CLAIMED_FIELDS, (*row[:4], request, deadline), strict=True))
         claimed.append(leased)
     # oldest first, as claimed (the statement's row order is not guaranteed); stable, as before
     claimed.sort(key=_CREATED_AT)
