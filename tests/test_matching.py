@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from integration_core.db.models import SkillLevel
-from integration_core.referrals.matching import Candidate, match_job, rank, required_skills
+from integration_core.referrals.matching import Candidate, load_candidates, match_job, rank, required_skills
 
 E, I, B = SkillLevel.expert, SkillLevel.intermediate, SkillLevel.basic
 
@@ -219,3 +219,20 @@ def test_top_n_limits_routings(session_factory) -> None:
             top_n=2,
         )
     assert [m.company_name for m in matches] == ["C0", "C1"]
+
+
+def test_candidates_read_are_the_companies_holding_a_required_skill(session_factory) -> None:
+    """Intake reads only the companies that could match (score turns away those with none of the required skills),
+    each with all its skills and its connection flag; with no skill required, every company of the area."""
+    with session_factory() as session, session.begin():
+        referrer = _company(session, "Referrer", ["73301"])
+        both = _company(session, "Both", ["73301"], skills=[("plumbing", "expert", True), ("hvac", "basic", False)])
+        _company(session, "Roofer", ["73301"], skills=[("roofing", "expert", True)])
+        bare = _company(session, "Bare", ["73301"])
+        plumbers = load_candidates(session, zip_code="73301", exclude_company_id=referrer, skills=["plumbing"])
+        everyone = load_candidates(session, zip_code="73301", exclude_company_id=referrer)
+    assert [(c.company_id, c.skills, c.connected) for c in plumbers] == [
+        (both, {"plumbing": (SkillLevel.expert, True), "hvac": (SkillLevel.basic, False)}, False)
+    ]
+    assert {c.name for c in everyone} == {"Both", "Roofer", "Bare"}
+    assert next(c for c in everyone if c.company_id == bare).skills == {}

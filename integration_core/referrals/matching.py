@@ -9,13 +9,14 @@ the routing says, in a line, how the score came about.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
 
-from integration_core.db.models import Company, ProviderConnection, SkillLevel
+from integration_core.db.models import Company, CompanySkill, ProviderConnection, SkillLevel
 
 # Points, kept in one place so the table of cases in tests/test_matching.py reads against them.
 MEETS = Decimal("3.0")  # company level >= required level (or no level required)
@@ -116,34 +117,50 @@ def rank(candidates: list[Candidate], required: list[RequiredSkill], category: s
     return matches
 
 
-def load_candidates(session: Session, *, zip_code: str, exclude_company_id: uuid.UUID) -> list[Candidate]:
-    companies = session.scalars(
-        select(Company)
-        .where(
-            Company.active.is_(True),
-            Company.id != exclude_company_id,
-            Company.service_zip_codes.contains([zip_code]),
-        )
-        .options(selectinload(Company.skills))
-    ).all()
-    connected_ids = set(
-        session.scalars(
-            select(ProviderConnection.company_id).where(
-                ProviderConnection.enabled.is_(True),
-                ProviderConnection.company_id.in_([c.id for c in companies]),
-            )
-        ).all()
+def load_candidates(
+    session: Session, *, zip_code: str, exclude_company_id: uuid.UUID, skills: Collection[str] = ()
+) -> list[Candidate]:
+    """Active companies but the referrer serving `zip_code`, with their skills and whether they are connected.
+
+    With `skills` (normalised names), only companies holding at least one of them: `score` turns every other one
+    away (none of the required skills), so they are not read — intake reads the companies that can do the work,
+    not every company in a metro area. Plain rows, not ORM objects: this runs on every referral posted."""
+    connected = (
+        exists()
+        .where(ProviderConnection.company_id == Company.id, ProviderConnection.enabled.is_(True))
+        .correlate(Company)
     )
-    return [
-        Candidate(
-            company_id=c.id,
-            name=c.name,
-            trade=c.trade,
-            skills={normalize_skill(s.skill): (SkillLevel(s.level), s.is_primary) for s in c.skills},
-            connected=c.id in connected_ids,
-        )
-        for c in companies
+    company_filter = [
+        Company.active.is_(True),
+        Company.id != exclude_company_id,
+        Company.service_zip_codes.contains([zip_code]),
     ]
+    if skills:
+        held = aliased(CompanySkill)  # not the outer join's skills: any of the company's
+        company_filter.append(
+            exists().where(held.company_id == Company.id, held.skill.in_(sorted(set(skills)))).correlate(Company)
+        )
+    rows = session.execute(
+        select(
+            Company.id,
+            Company.name,
+            Company.trade,
+            connected.label("connected"),
+            CompanySkill.skill,
+            CompanySkill.level,
+            CompanySkill.is_primary,
+        )
+        .outerjoin(CompanySkill, CompanySkill.company_id == Company.id)
+        .where(*company_filter)
+    ).all()
+    found: dict[uuid.UUID, Candidate] = {}
+    for company_id, name, trade, is_connected, skill, level, primary in rows:
+        candidate = found.get(company_id)
+        if candidate is None:
+            candidate = found[company_id] = Candidate(company_id, name, trade, {}, bool(is_connected))
+        if skill is not None:
+            candidate.skills[normalize_skill(skill)] = (SkillLevel(level), primary)
+    return list(found.values())
 
 
 def match_job(
@@ -156,5 +173,8 @@ def match_job(
     category: str | None,
     top_n: int,
 ) -> list[Match]:
-    candidates = load_candidates(session, zip_code=zip_code, exclude_company_id=referrer_id)
-    return rank(candidates, required_skills(skills, levels), category)[:top_n]
+    required = required_skills(skills, levels)
+    candidates = load_candidates(
+        session, zip_code=zip_code, exclude_company_id=referrer_id, skills=[r.skill for r in required]
+    )
+    return rank(candidates, required, category)[:top_n]
