@@ -777,12 +777,18 @@ async def drain(
 
     def slot_kept() -> bool:
         """`keep_waiting()`, asked at most every KEEP_WAITING_TTL_SECONDS by all lanes together (each answer
-        costs the scheduler's database a query or two)."""
+        costs the scheduler's database a query or two). When it cannot answer (burst_chaos: Dagster's storage
+        during a PostgreSQL restart raised into the lane and failed the run), the run does not linger."""
         if keep_waiting is None:
             return True
         now = time.monotonic()
         if not asked or now - asked[-1][0] >= KEEP_WAITING_TTL_SECONDS:
-            asked.append((now, keep_waiting()))
+            try:
+                answer = keep_waiting()
+            except Exception as exc:  # e.g. the scheduler's database restarting: not a reason to fail the run
+                log.warning("whether another run needs this slot is unknown (%s): not lingering", type(exc).__name__)
+                answer = False
+            asked.append((now, answer))
         return asked[-1][1]
 
     async def lane() -> None:

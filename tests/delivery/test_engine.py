@@ -7,6 +7,7 @@ import random
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from integration_core.delivery.claims import claim
 from integration_core.delivery.engine import deliver_batch, drain, reconcile
@@ -331,3 +332,24 @@ def test_an_idle_run_lingers_and_picks_up_new_work(db, database_url, engine_sett
         ),
     )
     assert waited.claimed == 1 and waited.outcomes["synced"] == 1 and waited.elapsed_seconds < 9
+
+    # the scheduler cannot say (its database restarting): the run ends as if its slot were wanted, not failed
+    add_routings(db, world, company, 1)
+
+    def scheduler_down() -> bool:
+        raise OperationalError("SELECT count(*) FROM runs", {}, Exception("the database system is shutting down"))
+
+    unsure = run(
+        database_url,
+        lambda e: drain(
+            e,
+            engine_settings,
+            company,
+            "run-4",
+            time_budget_seconds=30,
+            idle_seconds=10,
+            poll_seconds=0.2,
+            keep_waiting=scheduler_down,
+        ),
+    )
+    assert unsure.outcomes["synced"] == 1 and not unsure.stopped and unsure.elapsed_seconds < 9
