@@ -9,8 +9,10 @@ Run one alone (prints its result as JSON; exit 0 when its targets are met, 1 oth
 Both start the whole service (`integration_core.local.stack.LocalStack`: sandbox, API, Dagster webserver + daemon + code
 server) on the database a user would use: the PostgreSQL server answering on 127.0.0.1:5432 (`--server`), else
 the embedded server in the stack's data directory, as `e2e` does. Each scenario gets a fresh application database
-and a fresh Dagster database on that server (DATABASE_URL / DAGSTER_DATABASE_URL), dropped at the end; the stack's
-data directory (logs under `<data_dir>/logs/`) is kept and named in the result.
+and a fresh Dagster database on that server (DATABASE_URL / DAGSTER_DATABASE_URL), dropped at the end (kept with
+BENCH_KEEP_DATABASES=1, to look at the routings, attempts and runs afterwards); the stack's data directory (logs
+under `<data_dir>/logs/`) is kept and named in the result. `phases` splits post -> synced per routing into waiting
+for a run to send it (job created -> its first delivery attempt) and sending (first attempt -> synced).
 
 - `burst`: `--referrals` (500) posted through the API as fast as it takes them (`--concurrency` client threads,
   8) over `--companies` (50) receiving companies, each on its own sandbox tenant with a budget of 5 requests/s
