@@ -529,7 +529,7 @@ def _phases(engine: Engine, job_ids: list[str]) -> dict[str, float | None]:
     """Where post -> synced goes, per synced routing: waiting for a run to send it (job created -> its first
     delivery attempt) and sending (first attempt -> synced: the rate-limited requests, retries included)."""
     with engine.connect() as conn:
-        rows = conn.execute(
+        rows: Any = conn.execute(
             text(
                 "SELECT extract(epoch FROM a.first - j.created_at), extract(epoch FROM r.synced_at - a.first) "
                 "FROM job_routings r JOIN jobs j ON j.id = r.job_id "

@@ -129,8 +129,8 @@ def test_under_a_tight_budget_routings_finish_one_after_another(
 ) -> None:
     """Job mode takes a lookup, a customer and a job per routing. Were slots handed out in arrival order, every
     routing's lookup would go out before anyone's customer, and all would finish together at the end of the batch;
-    the routing claimed first gets the next slot instead, so the first routing is synced before the last one has
-    sent anything that creates (most of them are)."""
+    the routing claimed first gets the next slot instead, so most routings are synced before the last one has sent
+    anything that creates."""
     company, _ = add_receiver(db, sandbox, mode="job", rate=5, sandbox_rate=5, burst=1)
     add_routings(db, world, company, 8)
 
