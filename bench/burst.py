@@ -512,39 +512,29 @@ def _wait_for_sync(engine: Engine, job_ids: list[str], deadline: float, until: C
     return counts
 
 
-def _latencies(engine: Engine, job_ids: list[str]) -> list[float]:
+def _latencies(engine: Engine, job_ids: list[str]) -> tuple[list[float], dict[str, float | None]]:
+    """Post -> synced per synced routing, and where it goes (`phases`): waiting for a run to send it (job created
+    -> its first delivery attempt) and sending (first attempt -> synced: the rate-limited requests, retries
+    included). One read of the routings for both."""
     with engine.connect() as conn:
         rows: Any = conn.execute(
             text(
-                "SELECT extract(epoch FROM r.synced_at - j.created_at) FROM job_routings r "
-                "JOIN jobs j ON j.id = r.job_id "
-                "WHERE r.synced_at IS NOT NULL AND j.id = ANY(CAST(:ids AS uuid[]))"
-            ),
-            {"ids": job_ids},
-        ).scalars()
-        return [float(x) for x in rows]
-
-
-def _phases(engine: Engine, job_ids: list[str]) -> dict[str, float | None]:
-    """Where post -> synced goes, per synced routing: waiting for a run to send it (job created -> its first
-    delivery attempt) and sending (first attempt -> synced: the rate-limited requests, retries included)."""
-    with engine.connect() as conn:
-        rows: Any = conn.execute(
-            text(
-                "SELECT extract(epoch FROM a.first - j.created_at), extract(epoch FROM r.synced_at - a.first) "
+                "SELECT extract(epoch FROM r.synced_at - j.created_at), extract(epoch FROM a.first - j.created_at), "
+                "extract(epoch FROM r.synced_at - a.first) "
                 "FROM job_routings r JOIN jobs j ON j.id = r.job_id "
-                "JOIN (SELECT routing_id, min(started_at) AS first FROM sync_attempts GROUP BY routing_id) a "
+                "LEFT JOIN (SELECT routing_id, min(started_at) AS first FROM sync_attempts GROUP BY routing_id) a "
                 "ON a.routing_id = r.id "
                 "WHERE r.synced_at IS NOT NULL AND j.id = ANY(CAST(:ids AS uuid[]))"
             ),
             {"ids": job_ids},
         ).all()
-    waits, sends = [float(w) for w, _ in rows], [float(s) for _, s in rows]
+    attempted = [(float(w), float(s)) for _, w, s in rows if w is not None]
+    waits, sends = [w for w, _ in attempted], [s for _, s in attempted]
 
     def r(x: float | None) -> float | None:
         return round(x, 3) if x is not None else None
 
-    return {
+    return [float(total) for total, _, _ in rows], {
         "wait_p50_s": r(percentile(waits, 0.5)),
         "wait_p95_s": r(percentile(waits, 0.95)),
         "send_p50_s": r(percentile(sends, 0.5)),
@@ -761,8 +751,7 @@ def _run(
         )
         waited = time.monotonic() - posted_at
         stop.set()
-        latencies = _latencies(engine, posted.job_ids)
-        phases = _phases(engine, posted.job_ids)
+        latencies, phases = _latencies(engine, posted.job_ids)
         synced = _synced_ids(engine, posted.job_ids)
         sandbox = _sandbox_records(stack.sandbox_url, {t for _, t, _ in receivers}, synced)
         runs = _dagster_runs(server, dagster_db)
