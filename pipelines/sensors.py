@@ -7,8 +7,9 @@ import dagster as dg
 import httpx
 
 from integration_core.delivery.leases import expire_leases, lease_owners
-from integration_core.delivery.monitoring import due_companies
+from integration_core.delivery.monitoring import DueCompany, due_companies
 from integration_core.delivery.runs import release_held
+from integration_core.delivery.scheduling import expected_run_seconds, queued_priority, run_priority
 from integration_core.settings import get_settings
 from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job
 from pipelines.partitions import COMPANY_ID_TAG, PARTITIONS, receiving_companies
@@ -76,23 +77,26 @@ def release_ended_holders(instance: dg.DagsterInstance, integration: Integration
             release_held(integration.settings(), run.run_id, holder_stopped=False)
 
 
-RETRY_PRIORITY = 20  # above the sensor's own runs (10): work that already waited once goes first
-
-
-def prioritise_retries(instance: dg.DagsterInstance) -> int:
-    """A delivery run that is a retry or a re-execution (its worker died, an operator re-ran it) waits behind
-    every run queued since: move it to the front of the queue. Returns how many were moved."""
+def prioritise_queued(instance: dg.DagsterInstance, *, now: float | None = None) -> int:
+    """Raise queued delivery runs that should not wait behind newer ones (`delivery.scheduling.queued_priority`): a
+    retry or re-execution (its worker died, an operator re-ran it) to the front, a run queued AGED_AFTER_SECONDS
+    above every new run. Returns how many were raised."""
     queued = instance.get_run_records(
         filters=dg.RunsFilter(job_name=deliver_job.name, statuses=[dg.DagsterRunStatus.QUEUED]), limit=10_000
     )
-    moved = 0
+    now = time.time() if now is None else now
+    raised = 0
     for record in queued:
         tags = record.dagster_run.tags
-        priority = tags.get("dagster/priority", "0")
-        if tags.get("dagster/parent_run_id") and (not priority.lstrip("-").isdigit() or int(priority) < RETRY_PRIORITY):
-            instance.add_run_tags(record.dagster_run.run_id, {"dagster/priority": str(RETRY_PRIORITY)})
-            moved += 1
-    return moved
+        priority = queued_priority(
+            tags.get("dagster/priority"),
+            retry=bool(tags.get("dagster/parent_run_id")),
+            queued_for_seconds=now - record.create_timestamp.timestamp(),
+        )
+        if priority is not None:
+            instance.add_run_tags(record.dagster_run.run_id, {"dagster/priority": str(priority)})
+            raised += 1
+    return raised
 
 
 def tick_interval(seconds: int) -> int:
@@ -103,6 +107,15 @@ def tick_interval(seconds: int) -> int:
     ticks every 10 s (measured: ticks 10 s apart with SENSOR_INTERVAL_SECONDS=5). Asking for one second less
     gives the period asked for; intervals are in effect rounded up to the 5-s loop."""
     return max(1, seconds - 1)
+
+
+def _expected_seconds(company: DueCompany) -> float:
+    return expected_run_seconds(
+        due=company.due,
+        provider=company.provider,
+        delivery_mode=company.delivery_mode,
+        rate_per_second=company.rate_limit_per_second,
+    )
 
 
 @dg.sensor(
@@ -117,7 +130,7 @@ def pending_routings_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     settings = integration.settings()
     release_ended_holders(context.instance, integration)
-    prioritise_retries(context.instance)
+    prioritise_queued(context.instance)
     with integration.session() as session:
         due = due_companies(session, limit=settings.sensor_max_companies)
     if not due:
@@ -133,7 +146,9 @@ def pending_routings_sensor(
             # and by the per-partition concurrency limit in dagster.yaml
             run_key=f"{d.partition_key}:{tick}",
             tags={
-                "dagster/priority": "10",  # referrals waiting: ahead of reconcile, pulls, checks in the queue
+                # referrals waiting: ahead of reconcile, pulls and checks; the shortest expected run first
+                "dagster/priority": str(run_priority(expected)),
+                "si/expected_run_s": f"{expected:.1f}",
                 "provider": d.provider,
                 "tenant": d.tenant_id,
                 "company": d.name[:200],
@@ -142,7 +157,7 @@ def pending_routings_sensor(
                 "si/due_routings": str(d.due),
             },
         )
-        for d in due
+        for d, expected in ((d, _expected_seconds(d)) for d in due)
         if d.partition_key not in busy and str(d.company_id) not in busy
     ]
     if not requests:

@@ -34,6 +34,8 @@ class DueCompany:
     partition_key: str  # the company's Dagster partition (companies.partition_key)
     provider: str  # the connection's provider (run tag `provider`)
     tenant_id: str  # the connection's provider account (`account_id`; run tag `tenant`)
+    delivery_mode: str  # the connection's delivery mode and request rate: the run's expected length
+    rate_limit_per_second: float  # (delivery/scheduling.py)
     due: int  # due routings, exact below DUE_COUNT_CAP; DUE_COUNT_CAP means "at least that many"
     max_sequence: int
     oldest_due_at: datetime
@@ -47,7 +49,8 @@ class DueCompany:
 _DUE = text(
     f"""
     WITH top AS (
-        SELECT c.id AS company_id, c.name, c.partition_key, pc.provider, pc.account_id AS tenant_id, o.oldest_due_at
+        SELECT c.id AS company_id, c.name, c.partition_key, pc.provider, pc.account_id AS tenant_id,
+               pc.delivery_mode, pc.rate_limit_per_second, o.oldest_due_at
           FROM provider_connections pc
           JOIN companies c ON c.id = pc.company_id
          CROSS JOIN LATERAL (
@@ -62,8 +65,8 @@ _DUE = text(
          ORDER BY o.oldest_due_at
          LIMIT :limit
     )
-    SELECT top.company_id, top.name, top.partition_key, top.provider, top.tenant_id, n.due, m.max_sequence,
-           top.oldest_due_at
+    SELECT top.company_id, top.name, top.partition_key, top.provider, top.tenant_id, top.delivery_mode,
+           top.rate_limit_per_second, n.due, m.max_sequence, top.oldest_due_at
       FROM top
      CROSS JOIN LATERAL (
             SELECT count(*) AS due

@@ -288,6 +288,9 @@ class ConnectionSettings(BaseModel):
     """environment → the provider's own API hosts a `base_url` may name (sandbox: loopback only)."""
     REQUIRED_BY_MODE: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """delivery_mode → the settings it needs."""
+    REQUESTS_PER_DELIVERY: ClassVar[Mapping[str, int]] = {}
+    """delivery_mode → the requests one delivery sends at most: its plan without a lookup (`plan_delivery`; a test
+    holds the two together). The run queue's estimate of a run's length (`delivery/scheduling.py`); 1 if absent."""
     ENFORCE_MODE_SETTINGS: ClassVar[bool] = False
     """Refuse a connection lacking what its delivery mode needs (operator input: the API's body models set it);
     otherwise the lack is reported by `missing_settings` and the provider refuses to deliver."""

@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
+from integration_core.delivery.scheduling import AGED_AFTER_SECONDS, AGED_PRIORITY, RETRY_PRIORITY
 from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job, referral_deliveries
 from pipelines.checks import checks_job, delivery_checks
 from pipelines.definitions import defs
@@ -25,9 +26,11 @@ from pipelines.sensors import (
     ORPHANED_NOT_STARTED_SECONDS,
     companies_with_active_runs,
     pending_routings_sensor,
+    prioritise_queued,
     send_alert,
 )
 from tests.support.config import TEST_SECRET_KEY
+from tests.support.dagster import DagsterHandle
 from tests.support.world import add_receiver, add_routings, statuses
 
 
@@ -105,6 +108,49 @@ def test_sensor_adds_only_new_partitions_and_one_run_per_idle_company(
     assert {r.tags[COMPANY_ID_TAG] for r in result.run_requests} == {str(c) for c in (*known, new)}
     assert result.cursor == "8"
     assert {r.run_key for r in result.run_requests} == {f"{keys[c]}:8" for c in (*known, new)}
+
+
+def test_the_sensor_puts_the_shortest_expected_run_first(
+    db, engine_settings, sandbox, world, integration, instance
+) -> None:
+    """Two bookings at 5 requests/s take 0.4 s, ten of them 2 s, ten jobs (4 requests each) 8 s: the run queue
+    starts the shorter ones first (`dagster/priority`), and each run says what it was expected to take."""
+    short, _ = add_receiver(db, sandbox, mode="booking", rate=5)
+    middle, _ = add_receiver(db, sandbox, mode="booking", rate=5)
+    long, _ = add_receiver(db, sandbox, mode="job", rate=5)
+    for company, n in ((short, 2), (middle, 10), (long, 10)):
+        add_routings(db, world, company, n)
+
+    result = pending_routings_sensor(dg.build_sensor_context(instance=instance), integration=integration)
+
+    assert isinstance(result, dg.SensorResult) and result.run_requests is not None
+    runs = {uuid.UUID(r.tags[COMPANY_ID_TAG]): r.tags for r in result.run_requests}
+    assert {c: runs[c]["si/expected_run_s"] for c in (short, middle, long)} == {
+        short: "0.4",
+        middle: "2.0",
+        long: "8.0",
+    }
+    priorities = [int(runs[c]["dagster/priority"]) for c in (short, middle, long)]
+    assert priorities == [18, 17, 15]
+
+
+def test_queued_runs_that_waited_or_are_retries_move_up(instance) -> None:
+    """At each tick the sensor raises a queued retry to the front and a run queued AGED_AFTER_SECONDS above every
+    new one, so that a long run is not kept waiting by a stream of shorter ones; nothing is lowered."""
+    runs = DagsterHandle(url="", instance=instance)
+    new = runs.queue_run("p-new", job_name=deliver_job.name, tags={"dagster/priority": "12"})
+    retry = runs.queue_run("p-retry", job_name=deliver_job.name, tags={"dagster/parent_run_id": "x"})
+    raised = runs.queue_run("p-op", job_name=deliver_job.name, tags={"dagster/priority": "30"})
+
+    def priority(run_id: str) -> str | None:
+        tags: dict[str, str] = instance.get_run_by_id(run_id).tags
+        return tags.get("dagster/priority")
+
+    assert prioritise_queued(instance, now=time.time()) == 1
+    assert (priority(new), priority(retry), priority(raised)) == ("12", str(RETRY_PRIORITY), "30")
+    assert prioritise_queued(instance, now=time.time() + AGED_AFTER_SECONDS + 1) == 1
+    assert (priority(new), priority(retry), priority(raised)) == (str(AGED_PRIORITY), str(RETRY_PRIORITY), "30")
+    assert prioritise_queued(instance, now=time.time() + AGED_AFTER_SECONDS + 1) == 0
 
 
 def test_a_run_never_submitted_blocks_its_company_only_for_a_while(db, engine_settings, sandbox, world, instance):

@@ -17,15 +17,21 @@ class DagsterHandle:
     url: str
     instance: Any
 
-    def queue_run(self, partition: str, tenant: str = "1001", job_name: str = "fsm_deliveries_job") -> str:
-        """A run the sensor requested, waiting in the queue (QUEUED)."""
-        return self._add(partition, tenant, job_name, "QUEUED")
+    def queue_run(
+        self,
+        partition: str,
+        tenant: str = "1001",
+        job_name: str = "fsm_deliveries_job",
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """A run the sensor requested, waiting in the queue (QUEUED), with `tags` besides its partition and tenant."""
+        return self._add(partition, tenant, job_name, "QUEUED", tags)
 
     def start_run(self, partition: str, tenant: str = "1001", job_name: str = "fsm_deliveries_job") -> str:
         """A run the daemon launched (STARTED): in progress, not in the queue."""
         return self._add(partition, tenant, job_name, "STARTED")
 
-    def _add(self, partition: str, tenant: str, job_name: str, status: str) -> str:
+    def _add(self, partition: str, tenant: str, job_name: str, status: str, tags: dict[str, str] | None = None) -> str:
         from dagster import DagsterRunStatus
         from dagster._core.remote_origin import (
             GrpcServerCodeLocationOrigin,
@@ -49,7 +55,7 @@ class DagsterHandle:
                 job_name=job_name,
                 run_id=run_id,
                 status=DagsterRunStatus[status],
-                tags={"dagster/partition": partition, "tenant": tenant},
+                tags={**(tags or {}), "dagster/partition": partition, "tenant": tenant},
                 remote_job_origin=origin,
             )
         )

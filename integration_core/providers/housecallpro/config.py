@@ -43,6 +43,8 @@ class HousecallProConnection(ConnectionSettings):
 
     PROVIDER_HOSTS: ClassVar[dict[str, tuple[str, ...]]] = API_HOSTS_BY_ENVIRONMENT
     REQUIRED_BY_MODE: ClassVar[dict[str, tuple[str, ...]]] = {"lead": (), "job": ()}
+    # find the customer, create it, its address, the lead (or job)
+    REQUESTS_PER_DELIVERY: ClassVar[dict[str, int]] = {"lead": 4, "job": 4}
 
     provider: Literal["housecallpro"] = "housecallpro"
     environment: Literal["production", "sandbox"] = "sandbox"

@@ -34,6 +34,8 @@ class ServiceTitanConnection(ConnectionSettings):
         "booking": ("booking_provider_id",),
         "job": ("business_unit_id", "job_type_id", "campaign_id", "external_data_guid"),
     }
+    # booking: the booking; job: find the customer, create it, its location, the job
+    REQUESTS_PER_DELIVERY: ClassVar[dict[str, int]] = {"booking": 1, "job": 4}
 
     provider: Literal["servicetitan"] = "servicetitan"
     delivery_mode: Literal["booking", "job"] = "booking"
