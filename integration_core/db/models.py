@@ -93,7 +93,8 @@ def _updated_at() -> Mapped[datetime]:
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
-    return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
+    # time-ordered (UUID version 7, migration 0008): rows created together share index pages
+    return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("time_ordered_uuid()"))
 
 
 class Company(Base):
