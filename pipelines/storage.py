@@ -13,7 +13,13 @@ same tables, migrations and queries; only where connections come from changes. C
 `pool_recycle` seconds. Run workers get `pool_size: 1, max_overflow: 1` from the launcher (pipelines/launcher.py
 `WORKER_POOL`): one connection for the run's event writes and its cancel watch, one more while Dagster nests a query
 inside another (the event log checks an index in the middle of a write) — the two the connection budget counts per
-run (integration_core/db/budget.py). The webserver still replaces the pool with its own (`optimize_for_webserver`).
+run (integration_core/db/budget.py).
+
+The webserver asks each storage to `optimize_for_webserver`; stock dagster-postgres answers with a new engine per
+storage, each `pool_size=1` plus the webserver's `--db-pool-max-overflow` (default 20): up to 63 connections from
+one UI process, counted nowhere. Here the three storages move together onto one engine of at most
+`webserver_max_connections` (default 4, the budget's webserver line), with the webserver's statement timeout on
+every connection; a fifth GraphQL request at once waits for a connection instead of opening one.
 
 It also remembers the schema facts Dagster looks up again and again: stock storage reflects the catalog (an
 `Inspector.get_columns` / `get_table_names` round trip and its processing) on *every* run query
@@ -33,6 +39,7 @@ Config (`dagster.yaml`):
           postgres_url: {env: DAGSTER_POSTGRES_URL}
           pool_size: 2
           max_overflow: 10
+          webserver_max_connections: 4
 """
 
 from __future__ import annotations
@@ -48,11 +55,31 @@ from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
-from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+    set_pg_statement_timeout,
+)
+from sqlalchemy import event
 
 DEFAULT_POOL_SIZE = 2
 DEFAULT_MAX_OVERFLOW = 10
 DEFAULT_POOL_RECYCLE_SECONDS = 600
+DEFAULT_WEBSERVER_MAX_CONNECTIONS = 4  # integration_core/db/budget.py DAGSTER_WEBSERVER_CONNECTIONS
+
+
+class _SharedWebserverPool:
+    """The webserver's `optimize_for_webserver`, asked of each storage: the owner moves all three onto one
+    bounded engine (see the module docstring)."""
+
+    _si_owner: PooledPostgresStorage | None = None
+
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        if self._si_owner is None:  # not built by PooledPostgresStorage: the stock behaviour
+            super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)  # type: ignore[misc]
+            return
+        self._si_owner.use_webserver_pool(statement_timeout, pool_recycle)
 
 
 class _SchemaFacts:
@@ -68,7 +95,7 @@ class _SchemaFacts:
         return answer
 
 
-class _RunStorage(_SchemaFacts, PostgresRunStorage):
+class _RunStorage(_SharedWebserverPool, _SchemaFacts, PostgresRunStorage):
     def has_run_stats_index_cols(self) -> bool:
         return self._known("run_stats_index_cols", super().has_run_stats_index_cols)
 
@@ -85,7 +112,7 @@ class _RunStorage(_SchemaFacts, PostgresRunStorage):
         return self._known("backfill_tags_table", super().has_backfill_tags_table)
 
 
-class _EventLogStorage(_SchemaFacts, PostgresEventLogStorage):
+class _EventLogStorage(_SharedWebserverPool, _SchemaFacts, PostgresEventLogStorage):
     def has_table(self, table_name: str) -> bool:
         return self._known(("table", table_name), lambda: super(_EventLogStorage, self).has_table(table_name))
 
@@ -95,7 +122,7 @@ class _EventLogStorage(_SchemaFacts, PostgresEventLogStorage):
         )
 
 
-class _ScheduleStorage(_SchemaFacts, PostgresScheduleStorage):
+class _ScheduleStorage(_SharedWebserverPool, _SchemaFacts, PostgresScheduleStorage):
     def has_instigators_table(self) -> bool:
         return self._known("instigators_table", super().has_instigators_table)
 
@@ -121,6 +148,7 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         pool_size: int = DEFAULT_POOL_SIZE,
         max_overflow: int = DEFAULT_MAX_OVERFLOW,
         pool_recycle: int = DEFAULT_POOL_RECYCLE_SECONDS,
+        webserver_max_connections: int = DEFAULT_WEBSERVER_MAX_CONNECTIONS,
     ) -> None:
         # DagsterPostgresStorage.__init__, with the storages that remember schema facts
         self.postgres_url = postgres_url
@@ -134,6 +162,9 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         super(DagsterPostgresStorage, self).__init__()  # type: ignore[no-untyped-call]  # DagsterStorage.__init__
         self.pool_size = pool_size
         self.max_overflow = max_overflow
+        self.webserver_max_connections = max(1, webserver_max_connections)
+        self._token_provider = token_provider
+        self._webserver_settings: tuple[int, int] | None = None
         self.engine: sqlalchemy.Engine = create_pg_engine(
             postgres_url,
             token_provider,
@@ -143,9 +174,37 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             pool_recycle=pool_recycle,
             pool_pre_ping=True,
         )
-        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
+        for storage in self._storages():
             storage._engine.dispose()  # the NullPool engine holds nothing; dropped for clarity
             storage._engine = self.engine
+            storage._si_owner = self
+
+    def _storages(self) -> tuple[_RunStorage, _EventLogStorage, _ScheduleStorage]:
+        return cast(
+            "tuple[_RunStorage, _EventLogStorage, _ScheduleStorage]",
+            (self._run_storage, self._event_log_storage, self._schedule_storage),
+        )
+
+    def use_webserver_pool(self, statement_timeout: int, pool_recycle: int) -> None:
+        """The webserver's pool: one engine for the three storages, at most `webserver_max_connections`
+        connections, each with `statement_timeout` (ms). Asked once per storage; built at the first ask."""
+        if self._webserver_settings == (statement_timeout, pool_recycle):
+            return
+        engine = create_pg_engine(
+            self.postgres_url,
+            self._token_provider,
+            isolation_level="AUTOCOMMIT",
+            pool_size=1,  # as stock: one kept for the UI's polling
+            max_overflow=self.webserver_max_connections - 1,
+            pool_recycle=pool_recycle,
+            pool_pre_ping=True,
+        )
+        event.listen(engine, "connect", lambda connection, _: set_pg_statement_timeout(connection, statement_timeout))
+        previous, self.engine = self.engine, engine
+        for storage in self._storages():
+            storage._engine = engine
+        previous.dispose()
+        self._webserver_settings = (statement_timeout, pool_recycle)
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -154,6 +213,9 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             "pool_size": Field(IntSource, is_required=False, default_value=DEFAULT_POOL_SIZE),
             "max_overflow": Field(IntSource, is_required=False, default_value=DEFAULT_MAX_OVERFLOW),
             "pool_recycle": Field(IntSource, is_required=False, default_value=DEFAULT_POOL_RECYCLE_SECONDS),
+            "webserver_max_connections": Field(
+                IntSource, is_required=False, default_value=DEFAULT_WEBSERVER_MAX_CONNECTIONS
+            ),
         }
 
     @classmethod
@@ -166,4 +228,5 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             pool_size=config_value.get("pool_size", DEFAULT_POOL_SIZE),
             max_overflow=config_value.get("max_overflow", DEFAULT_MAX_OVERFLOW),
             pool_recycle=config_value.get("pool_recycle", DEFAULT_POOL_RECYCLE_SECONDS),
+            webserver_max_connections=config_value.get("webserver_max_connections", DEFAULT_WEBSERVER_MAX_CONNECTIONS),
         )

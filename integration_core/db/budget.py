@@ -21,6 +21,7 @@ from integration_core.settings import Settings
 # Dagster processes, one connection per thread at work (dagster.yaml: sensor workers 4, schedule workers 2,
 # dequeue workers 4, plus run monitoring, run retries, backfills, asset and freshness daemons)
 DAGSTER_DAEMON_CONNECTIONS = 12
+# the webserver's one pool for its three storages: dagster.yaml `webserver_max_connections` (pipelines/storage.py)
 DAGSTER_WEBSERVER_CONNECTIONS = 4
 # a run worker's Dagster storage pool (pipelines/launcher.py WORKER_POOL): one kept for its event writes and cancel
 # watch, and one more while Dagster nests a query inside another (the event log checks an index mid-write)
@@ -72,7 +73,7 @@ def plan(settings: Settings) -> list[BudgetLine]:
         BudgetLine(
             component="Dagster webserver",
             connections=DAGSTER_WEBSERVER_CONNECTIONS,
-            how=f"{DAGSTER_WEBSERVER_CONNECTIONS} GraphQL requests at once",
+            how=f"one pool of {DAGSTER_WEBSERVER_CONNECTIONS} (dagster.yaml webserver_max_connections)",
         ),
         BudgetLine(
             component="code server",

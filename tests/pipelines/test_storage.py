@@ -16,6 +16,7 @@ import yaml
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import QueuePool
 
+from integration_core.db.budget import DAGSTER_WEBSERVER_CONNECTIONS
 from pipelines.launcher import WORKER_POOL, worker_instance_ref
 from pipelines.storage import PooledPostgresStorage
 from tests.support.db import psycopg_url, scratch_database
@@ -142,3 +143,38 @@ def test_schema_facts_are_read_once_not_at_every_query(dagster_home: Path) -> No
             event.remove(engine, "before_cursor_execute", seen)
         assert not [s for s in later if "pg_catalog" in s or "information_schema" in s]
         assert len(later) <= 10 * 3 * 2  # the queries themselves (and a pre-ping each), nothing more
+
+
+def test_the_webserver_gets_one_bounded_pool_with_its_statement_timeout(dagster_home: Path) -> None:
+    """dagster-webserver calls `optimize_for_webserver` on each storage with its `--db-pool-max-overflow` (default
+    20): stock storage builds three engines of up to 21 connections each. Here the three share one engine of at most
+    `webserver_max_connections` (dagster.yaml), and every connection has the webserver's statement timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    limit = yaml.safe_load((ROOT / "dagster.yaml").read_text())["storage"]["custom"]["config"][
+        "webserver_max_connections"
+    ]
+    assert limit == DAGSTER_WEBSERVER_CONNECTIONS  # what the connection budget counts for the webserver
+    url = os.environ["DAGSTER_POSTGRES_URL"]
+    with dg.DagsterInstance.get() as instance:
+        before = _engine(instance)
+        instance.optimize_for_webserver(statement_timeout=4321, pool_recycle=3600, max_overflow=20)
+        engine = _engine(instance)
+        assert engine is not before
+        assert engine.pool.size() + engine.pool._max_overflow == limit  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "4321ms"
+
+        # the UI's requests at once: twice the bound, each holding its connection a moment
+        def query(_: int) -> int:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_sleep(0.2)")
+            return instance.get_runs_count()
+
+        with ThreadPoolExecutor(max_workers=2 * limit) as pool:
+            futures = [pool.submit(query, i) for i in range(2 * limit)]
+            peak = 0
+            while not all(f.done() for f in futures):
+                peak = max(peak, _server_connections(url))
+            assert [f.result() for f in futures] == [0] * (2 * limit)
+        assert 1 <= peak <= limit
