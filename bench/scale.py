@@ -12,7 +12,10 @@ then `VACUUM (ANALYZE)` (the state autovacuum keeps the table in) and a CHECKPOI
 - `claim_pick_p50_ms`: of that, choosing and locking the 200 and reading their jobs' delivery fields (the claim
   statement's `due` CTE, from EXPLAIN ANALYZE in a rolled-back transaction): the part a backlog would grow;
 - `reconcile_claim_p50_ms`: `claim(..., limit=20, statuses=("needs_reconcile",))` of a big company (the reconcile
-  job's claim; 20, so that every call gets a full batch at 100k due too).
+  job's claim; 20, so that every call gets a full batch at 100k due too);
+- `claim_wal_kb_per_call`: WAL a claim of 200 wrote, mostly full-page images (8 kB each): one per page first
+  changed since the checkpoint — the heap pages its 200 rows sit on and the index leaves their entries go to. What
+  makes the claim dearer at 1M due (the rows of a big company spread over more pages), not choosing them.
 
 Then the due routings grow to 1,000,000 (same skew) and everything is measured again. Targets: sensor ≤ 50 ms and
 claim ≤ 10 ms at 100k due; at 1M due each figure within 2x of its 100k figure.
@@ -172,6 +175,7 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
             timings: list[float] = []
             reconcile: list[float] = []
             claimed = looked_up = 0
+            wal.append(_wal(url))
             for i in range(repetitions + 2):
                 company = _company_id(i % HEAVY)
                 started = time.perf_counter()
@@ -180,6 +184,7 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
                 claimed = len(got)
                 if i >= 2:
                     timings.append(elapsed)
+            wal.append(_wal(url))
             for i in range(repetitions + 2):
                 company = _company_id(i % HEAVY)
                 started = time.perf_counter()
@@ -199,7 +204,10 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
         finally:
             await aengine.dispose()
 
+    wal: list[int | None] = []
     claim_t, reconcile_t, claimed, looked_up = asyncio.run(claims())
+    wal_before, wal_after = wal
+    calls = repetitions + 2  # warm-ups included
     # hand the leased rows back (as reconcile would), so the next measurement sees the same backlog
     with engine.begin() as conn:
         conn.execute(
@@ -228,7 +236,21 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
         "claim_pick_index": pick_index,
         "reconcile_claim_p50_ms": _median_ms(reconcile_t),
         "reconcile_claimed_per_call": looked_up,
+        # WAL a claim of 200 wrote (the whole server's, warm-ups included): mostly full-page images, one per page first
+        # changed since the bench's checkpoint (docs/scaling.md "Where the next bottleneck is", item 3)
+        "claim_wal_kb_per_call": round((wal_after - wal_before) / calls / 1024) if wal_before and wal_after else None,
     }
+
+
+def _wal(url: str) -> int | None:
+    """The server's WAL insert position in bytes (`pg_current_wal_lsn()`); None when it cannot be read."""
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(False)
+    try:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
 
 
 def _claim_pick(engine: Engine, repetitions: int) -> tuple[list[float], str]:
@@ -315,6 +337,8 @@ def scale(
         "claim_p50_ms_at_1m_due": large["claim_p50_ms"],
         "claim_pick_p50_ms_at_1m_due": large["claim_pick_p50_ms"],
         "reconcile_claim_p50_ms_at_1m_due": large["reconcile_claim_p50_ms"],
+        "claim_wal_kb_per_call": small["claim_wal_kb_per_call"],
+        "claim_wal_kb_per_call_at_1m_due": large["claim_wal_kb_per_call"],
         "detail": {"due_100k": small, "due_1m": large},
         "load_s": round(load_s, 1),
         "grow_s": round(grow_s, 1),

@@ -297,13 +297,6 @@ class JobRouting(Base):
             "sequence",
             postgresql_where=text("status IN ('pending', 'needs_reconcile')"),
         ),
-        # the sensor: a company's newest due routing (max_sequence) by one backward probe
-        Index(
-            "ix_job_routings_due_sequence",
-            "receiving_company_id",
-            "sequence",
-            postgresql_where=text("status IN ('pending', 'needs_reconcile')"),
-        ),
         # the status pull: synced routings whose external status is not final yet
         Index(
             "ix_job_routings_open_synced",

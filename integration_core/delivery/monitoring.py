@@ -37,15 +37,14 @@ class DueCompany:
     delivery_mode: str  # the connection's delivery mode and request rate: the run's expected length
     rate_limit_per_second: float  # (delivery/scheduling.py)
     due: int  # due routings, exact below DUE_COUNT_CAP; DUE_COUNT_CAP means "at least that many"
-    max_sequence: int
     oldest_due_at: datetime
 
 
 # Per company, not per row: the companies with an enabled connection (a few thousand at most) each probe the
 # partial index `ix_job_routings_due` (receiving_company_id, next_attempt_at, sequence) WHERE status IN
 # ('pending', 'needs_reconcile') for their oldest due routing; the `limit` longest-waiting then count their due
-# routings up to the cap on the same index, and take max(sequence) from `ix_job_routings_due_sequence` (a backward
-# probe). Nothing reads, groups or sorts the due rows themselves: the cost follows the number of companies.
+# routings up to the cap on the same index. Nothing reads, groups or sorts the due rows themselves: the cost follows
+# the number of companies.
 _DUE = text(
     f"""
     WITH top AS (
@@ -66,7 +65,7 @@ _DUE = text(
          LIMIT :limit
     )
     SELECT top.company_id, top.name, top.partition_key, top.provider, top.tenant_id, top.delivery_mode,
-           top.rate_limit_per_second, n.due, m.max_sequence, top.oldest_due_at
+           top.rate_limit_per_second, n.due, top.oldest_due_at
       FROM top
      CROSS JOIN LATERAL (
             SELECT count(*) AS due
@@ -76,12 +75,6 @@ _DUE = text(
                        AND {_DUE_STATUS_SQL} AND r.next_attempt_at <= now()
                      LIMIT :cap) capped
            ) n
-     CROSS JOIN LATERAL (
-            SELECT max(r.sequence) AS max_sequence
-              FROM job_routings r
-             WHERE r.receiving_company_id = top.company_id
-               AND {_DUE_STATUS_SQL} AND r.next_attempt_at <= now()
-           ) m
      ORDER BY top.oldest_due_at
     """
 )

@@ -146,7 +146,7 @@ def test_0007_makes_two_indexes_partial_and_goes_down_again(scratch_url: str) ->
             rows = c.execute(text("SELECT status, count(*) FROM job_routings GROUP BY status")).all()
         assert dict(rows) == {"synced": 1, "failed": 1, "claimed": 3, "no_integration": 1}
 
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "0007")
         assert _indexes(engine) == after
         with engine.begin() as c:  # the routings go back to pending: they can be claimed again
             c.execute(

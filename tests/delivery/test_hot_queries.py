@@ -97,33 +97,22 @@ def due(db: Engine, **kwargs: Any) -> list[monitoring.DueCompany]:
         return due_companies(session, **kwargs)
 
 
-def sequences(db: Engine, ids: list[uuid.UUID]) -> list[int]:
-    with db.connect() as conn:
-        return list(
-            conn.execute(
-                text("SELECT sequence FROM job_routings WHERE id = ANY(:ids) ORDER BY sequence"), {"ids": ids}
-            ).scalars()
-        )
-
-
 # --- due_companies --------------------------------------------------------------------------------------------
 
 
-def test_due_companies_longest_waiting_first_with_count_and_newest_sequence(db, world) -> None:
+def test_due_companies_longest_waiting_first_with_count(db, world) -> None:
     a = add_company(db, "A")
     b = add_company(db, "B")
     a_due = add(db, world, a, 5, age=timedelta(hours=3), spread=timedelta(minutes=1))
-    add(db, world, a, 2, age=-timedelta(hours=1))  # in backoff: newer sequences, but not due
-    b_due = add(db, world, b, 2, age=timedelta(hours=1))
-    b_lookup = add(db, world, b, 1, status="needs_reconcile", age=timedelta(minutes=1))  # awaiting a lookup: due
+    add(db, world, a, 2, age=-timedelta(hours=1))  # in backoff: not due
+    add(db, world, b, 2, age=timedelta(hours=1))
+    add(db, world, b, 1, status="needs_reconcile", age=timedelta(minutes=1))  # awaiting a lookup: due
     for status in ("claimed", "synced", "failed", "no_integration"):  # not due, whatever their age
         add(db, world, b, 1, status=status, age=timedelta(days=1))
 
     got = due(db, limit=10)
 
     assert [(d.company_id, d.name, d.tenant_id, d.due) for d in got] == [(a, "A", "T-A", 5), (b, "B", "T-B", 3)]
-    assert got[0].max_sequence == max(sequences(db, a_due))
-    assert got[1].max_sequence == max(sequences(db, b_due + b_lookup))
     with db.connect() as conn:
         oldest_a = conn.execute(
             text("SELECT min(next_attempt_at) FROM job_routings WHERE id = ANY(:ids)"), {"ids": a_due}
@@ -371,12 +360,11 @@ def test_claim_plan_walks_the_due_index_and_stops_after_the_batch(db, backlog) -
 def test_due_companies_plan_probes_per_company_and_never_reads_the_due_rows_whole(db, backlog) -> None:
     plan = _explain(db, monitoring._DUE.text, {"limit": 500, "cap": monitoring.DUE_COUNT_CAP})
     scans = _routing_scans(plan)
-    assert len(scans) == 3, plan  # oldest due, capped count, newest sequence: one probe each per company
+    assert len(scans) == 2, plan  # oldest due, capped count: one probe each per company
     for scan, parent in scans:
         assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), plan
-        assert scan["Index Name"] in ("ix_job_routings_due", "ix_job_routings_due_sequence"), plan
+        assert scan["Index Name"] == "ix_job_routings_due", plan
         assert parent["Node Type"] == "Limit", plan  # each probe stops: 1 row, or the count's cap
-    assert {s["Index Name"] for s, _ in scans} == {"ix_job_routings_due", "ix_job_routings_due_sequence"}
     # what is sorted is one row per company (its oldest due routing), never the due routings themselves
     sorts = [n for n, _ in _nodes(plan) if "Sort" in n["Node Type"]]
     assert sorts and all(n["Plan Rows"] <= len(backlog) for n in sorts), plan
