@@ -4,6 +4,7 @@ side."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -39,7 +40,9 @@ def _index(engine: Engine) -> tuple[bool, str] | None:
 def _due_world(engine: Engine) -> None:
     """A receiving company with an enabled connection and three due routings (one awaiting a lookup)."""
     with engine.begin() as c:
-        company = c.execute(text("INSERT INTO companies (name) VALUES ('Receiver') RETURNING id")).scalar_one()
+        company: uuid.UUID = c.execute(
+            text("INSERT INTO companies (name) VALUES ('Receiver') RETURNING id")
+        ).scalar_one()
         c.execute(
             text(
                 "INSERT INTO provider_connections (company_id, account_id, settings) "
@@ -47,11 +50,11 @@ def _due_world(engine: Engine) -> None:
             ),
             {"c": company},
         )
-        tech = c.execute(
+        tech: uuid.UUID = c.execute(
             text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": company}
         ).scalar_one()
         for n, status in enumerate(("pending", "pending", "needs_reconcile")):
-            job = c.execute(
+            job: uuid.UUID = c.execute(
                 text(
                     "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
                     "created_by_company_id, created_by_technician_id) "
