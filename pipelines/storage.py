@@ -73,12 +73,9 @@ class _SharedWebserverPool:
     """The webserver's `optimize_for_webserver`, asked of each storage: the owner moves all three onto one
     bounded engine (see the module docstring)."""
 
-    _si_owner: PooledPostgresStorage | None = None
+    _si_owner: PooledPostgresStorage  # set by PooledPostgresStorage, the only builder of these storages
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
-        if self._si_owner is None:  # not built by PooledPostgresStorage: the stock behaviour
-            super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)  # type: ignore[misc]
-            return
         self._si_owner.use_webserver_pool(statement_timeout, pool_recycle)
 
 

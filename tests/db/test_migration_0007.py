@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from integration_core.delivery.claims import claim
-from tests.support.db import alembic_config, scratch_database
+from tests.support.db import alembic_config, routing_indexes, scratch_database
 
 INDEXES = ("ix_job_routings_external_id", "ix_job_routings_status_updated")
 
@@ -67,18 +67,6 @@ def _insert_world(engine: Engine) -> uuid.UUID:
     return company
 
 
-def _indexes(engine: Engine) -> dict[str, tuple[str, bool]]:
-    with engine.connect() as c:
-        rows = c.execute(
-            text(
-                "SELECT i.relname, pg_get_indexdef(i.oid), x.indisvalid FROM pg_index x "
-                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
-                "WHERE t.relname = 'job_routings' AND i.relname LIKE 'ix_job_routings_%'"
-            )
-        ).all()
-    return {str(name): (str(definition), bool(valid)) for name, definition, valid in rows}
-
-
 def _through_index(engine: Engine, sql: str, index: str) -> list[Any]:
     """The rows of `sql`, read with sequential scans off; the plan must use `index`."""
     with engine.begin() as c:
@@ -122,11 +110,11 @@ def test_0007_makes_two_indexes_partial_and_goes_down_again(scratch_url: str) ->
     engine = create_engine(scratch_url)
     try:
         company = _insert_world(engine)
-        before = _indexes(engine)
+        before = routing_indexes(engine)
         assert all(" WHERE " not in before[name][0] for name in INDEXES)
 
         command.upgrade(cfg, "0007")
-        after = _indexes(engine)
+        after = routing_indexes(engine)
         assert set(after) == set(before)  # no index left behind under a temporary name
         assert all(valid for _, valid in after.values())
         assert after["ix_job_routings_external_id"][0].endswith("(external_id) WHERE (external_id IS NOT NULL)")
@@ -140,14 +128,14 @@ def test_0007_makes_two_indexes_partial_and_goes_down_again(scratch_url: str) ->
         assert claimed == 3
 
         command.downgrade(cfg, "0006")
-        assert _indexes(engine) == before
+        assert routing_indexes(engine) == before
         _check_queries(engine)
         with engine.connect() as c:  # nothing lost either way
             rows = c.execute(text("SELECT status, count(*) FROM job_routings GROUP BY status")).all()
         assert dict(rows) == {"synced": 1, "failed": 1, "claimed": 3, "no_integration": 1}
 
         command.upgrade(cfg, "0007")
-        assert _indexes(engine) == after
+        assert routing_indexes(engine) == after
         with engine.begin() as c:  # the routings go back to pending: they can be claimed again
             c.execute(
                 text(

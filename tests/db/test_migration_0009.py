@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from integration_core.delivery.monitoring import due_companies
-from tests.support.db import alembic_config, scratch_database
+from tests.support.db import alembic_config, routing_indexes, scratch_database
 
 NAME = "ix_job_routings_due_sequence"
 
@@ -22,19 +22,6 @@ NAME = "ix_job_routings_due_sequence"
 def scratch_url(pg_server: str) -> Iterator[str]:
     with scratch_database(pg_server, "si_mig9") as url:
         yield url
-
-
-def _index(engine: Engine) -> tuple[bool, str] | None:
-    """(valid, definition) of the index, or None when there is none."""
-    with engine.connect() as c:
-        row = c.execute(
-            text(
-                "SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-                "JOIN pg_class x ON x.oid = i.indexrelid WHERE x.relname = :n"
-            ),
-            {"n": NAME},
-        ).one_or_none()
-    return None if row is None else (bool(row[0]), str(row[1]))
 
 
 def _due_world(engine: Engine) -> None:
@@ -82,22 +69,20 @@ def test_0009_drops_the_index_and_downgrade_builds_it_again(scratch_url: str) ->
     engine = create_engine(scratch_url)
     try:
         _due_world(engine)
-        assert _index(engine) is not None
+        assert NAME in routing_indexes(engine)
 
         command.upgrade(config, "0009")
-        assert _index(engine) is None
+        assert NAME not in routing_indexes(engine)
         assert _sensor(engine) == [("Receiver", 3)]
 
         command.downgrade(config, "0008")
-        found = _index(engine)
-        assert found is not None
-        valid, definition = found
+        definition, valid = routing_indexes(engine)[NAME]
         assert valid, definition  # built to the end, not left invalid
         assert "(receiving_company_id, sequence)" in definition
         assert "'pending'" in definition and "'needs_reconcile'" in definition
         assert _sensor(engine) == [("Receiver", 3)]
 
         command.upgrade(config, "head")
-        assert _index(engine) is None
+        assert NAME not in routing_indexes(engine)
     finally:
         engine.dispose()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 from alembic.config import Config
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from integration_core.db import embedded
@@ -62,3 +63,16 @@ def scratch_database(pg_server: str, prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def routing_indexes(engine: Engine) -> dict[str, tuple[str, bool]]:
+    """The `ix_job_routings_*` indexes of a database: name -> (definition, valid) (the migration tests)."""
+    with engine.connect() as c:
+        rows = c.execute(
+            text(
+                "SELECT i.relname, pg_get_indexdef(i.oid), x.indisvalid FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+                "WHERE t.relname = 'job_routings' AND i.relname LIKE 'ix_job_routings_%'"
+            )
+        ).all()
+    return {str(name): (str(definition), bool(valid)) for name, definition, valid in rows}
