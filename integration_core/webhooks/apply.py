@@ -1,7 +1,8 @@
 """Apply the inbox: unapplied events → routings, through the status pull's own write path.
 
 Batches are locked with ``FOR UPDATE SKIP LOCKED``, so any number of appliers (the sensor, `si webhooks
-replay --apply`, a bench) can run at once without applying an event twice. Each event is applied in a savepoint:
+replay --apply`, a bench) can run at once without applying an event twice. A batch is taken in arrival order and
+applied in the provider's order (``occurred_at``). Each event is applied in a savepoint:
 one bad event is recorded (attempts, last_error; status `error` after WEBHOOK_MAX_APPLY_ATTEMPTS) and the
 others go on. An event whose record we do not know becomes `unmatched` (kept, reported); it is queued again
 when a later event of the same connection matches that record (a job event may arrive before the booking event
@@ -16,6 +17,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -37,7 +39,7 @@ IDLE_EXIT_SECONDS = 60.0  # the API's applier thread (and its one connection) en
 
 _BATCH = text(
     f"""
-    SELECT id, provider, company_id, payload, received_at, attempts FROM webhook_events
+    SELECT id, provider, company_id, payload, occurred_at, received_at, attempts FROM webhook_events
      WHERE status = '{WebhookEventStatus.received}'
      ORDER BY received_at, id
      LIMIT :limit
@@ -145,6 +147,15 @@ async def _apply_one(conn: AsyncConnection, row: Any, summary: ApplySummary) -> 
     return WebhookEventStatus.applied if matched or not todo else WebhookEventStatus.unmatched
 
 
+def _in_provider_order(rows: Sequence[Any]) -> list[Any]:
+    """A batch is taken in arrival order (so none waits behind newer ones) but applied in the order the provider
+    says things happened: a provider retries a failed delivery minutes later and sends concurrently, so a job's
+    invoice can arrive before the booking conversion that tells us the job is ours. Applied in arrival order the
+    invoice would be `unmatched` first and requeued by the conversion; in the provider's order it simply matches.
+    An event without a time of its own sorts by its arrival. Across batches the requeue still covers it."""
+    return sorted(rows, key=lambda r: (r["occurred_at"] or r["received_at"], r["received_at"], r["id"]))
+
+
 async def apply_inbox(
     engine: AsyncEngine, settings: Settings, *, batch_size: int | None = None, max_batches: int = 100
 ) -> ApplySummary:
@@ -153,7 +164,7 @@ async def apply_inbox(
     summary = ApplySummary()
     for _ in range(max_batches):
         async with engine.begin() as conn:
-            rows = (await conn.execute(_BATCH, {"limit": limit})).mappings().all()
+            rows = _in_provider_order((await conn.execute(_BATCH, {"limit": limit})).mappings().all())
             requeued_before = summary.requeued
             deferred_before = summary.deferred
             for row in rows:

@@ -193,6 +193,24 @@ def test_unknown_record_is_kept_as_unmatched_and_requeued_when_it_becomes_known(
     assert [e["status"] for e in inbox(db)] == ["applied", "unmatched", "applied"]
 
 
+def test_a_batch_is_applied_in_the_providers_order_not_the_order_of_arrival(
+    db, database_url, wh, wh_settings, world, receiver
+) -> None:
+    company, conn = receiver
+    rid = synced_routing(db, world, company, external_id="5006")
+    path = f"/webhooks/servicetitan?connection={conn}"
+    # the provider retried the job's first event: its invoice (later) arrives before it (earlier), same batch
+    invoice = st_event("Invoice", "Created", _invoice(9106, 9006, "64.00", T0 + timedelta(minutes=9)))
+    job = st_event("Job", "Completed", _job(9006, "Completed", T0 + timedelta(minutes=5), booking_id=5006))
+    for event in (invoice, job):
+        assert post_signed(wh, path, event, ST_SECRET).status_code == 200
+    summary = apply(database_url, wh_settings)
+    assert (summary.applied, summary.unmatched, summary.requeued, summary.errors) == (2, 0, 0, 0)
+    row = routing(db, rid)
+    assert row["external_status"] == "completed" and row["revenue"] == Decimal("64.00")
+    assert [e["status"] for e in inbox(db)] == ["applied", "applied"]
+
+
 def test_oversize_and_malformed_bodies_are_4xx_and_store_nothing(db, wh, receiver) -> None:
     _company, conn = receiver
     path = f"/webhooks/servicetitan?connection={conn}"
