@@ -216,7 +216,8 @@ class Settings(BaseSettings):
                 if raw.strip().lower() in PLACEHOLDER_SECRETS or raw in (DEV_API_TOKEN, DEV_SECRET_KEY):
                     raise ConfigurationError(
                         f"{var} is missing or a placeholder; set {var} in the environment or .env "
-                        f"(ENVIRONMENT={self.environment} refuses development defaults)"
+                        + ("(or SECRET_KEYS=<new>,<old> during a key rotation) " if var == "SECRET_KEY" else "")
+                        + f"(ENVIRONMENT={self.environment} refuses development defaults)"
                     )
                 if var != "API_TOKEN" and len(raw) < 16:
                     raise ConfigurationError(f"{var}: every key must be at least 16 characters long")
