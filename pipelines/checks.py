@@ -2,7 +2,9 @@
 
 import dagster as dg
 
+from integration_core.db.engine import oneshot_engine, resolve_database_url
 from integration_core.delivery.monitoring import expired_leases, failure_rates, oldest_due_pending_age
+from integration_core.operations.health import check_connections
 from pipelines.assets import referral_deliveries
 from pipelines.resources import IntegrationResource
 
@@ -54,7 +56,47 @@ def oldest_pending_within_target(integration: IntegrationResource) -> dg.AssetCh
     )
 
 
-delivery_checks = [no_expired_leases, failure_rate_under_threshold, oldest_pending_within_target]
+@dg.asset_check(
+    asset=referral_deliveries,
+    description="Every enabled provider connection proves its credentials (a token and one cheap read, through the "
+    "tenant's rate budget, at most once per HEALTH_CACHE_SECONDS). Keeps the stored health that the public "
+    "`GET /api/health/component/providers` reads current, so a connection nobody asked about is not `unknown`.",
+)
+def provider_connections_healthy(integration: IntegrationResource) -> dg.AssetCheckResult:
+    settings = integration.settings()
+    engine = oneshot_engine(resolve_database_url(settings))
+    try:
+        checks = check_connections(engine, settings)
+    finally:
+        engine.dispose()
+    unhealthy = [c for c in checks if c.health == "unhealthy"]
+    unanswered = [c for c in checks if not c.ok and c.health != "unhealthy"]  # throttled or unreachable this time
+    return dg.AssetCheckResult(
+        passed=not unhealthy and not unanswered,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "enabled_connections": len(checks),
+            "healthy": sum(1 for c in checks if c.ok),
+            "unhealthy": len(unhealthy),
+            "unanswered": len(unanswered),
+            # connection and company ids and the provider's redacted error codes only: no secret, no homeowner data
+            "unhealthy_connections": dg.MetadataValue.md(
+                "\n".join(
+                    f"- {c.connection_id} (company {c.company_id}): {c.error_code or 'rejected'}"
+                    for c in unhealthy[:20]
+                )
+                or "none"
+            ),
+        },
+    )
+
+
+delivery_checks = [
+    no_expired_leases,
+    failure_rate_under_threshold,
+    oldest_pending_within_target,
+    provider_connections_healthy,
+]
 
 checks_job = dg.define_asset_job(
     "delivery_checks_job",

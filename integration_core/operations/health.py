@@ -7,7 +7,9 @@ Components (`HEALTH_COMPONENTS`):
   token fetch and one cheap read, through the tenant's shared rate budget). A connection is checked at most once
   per `HEALTH_CACHE_SECONDS`, whatever process asks: the check is claimed by moving
   `provider_connections.health_checked_at` forward in one UPDATE, and the outcome is written to
-  `health` / `health_checked_at` (and `last_error` when it failed). Health never hammers ServiceTitan.
+  `health` / `health_checked_at` (and `last_error` when it failed). Health never hammers ServiceTitan. The
+  `delivery_checks` schedule asks too (asset check `provider_connections_healthy`), so what public health reads
+  from the stored verdicts is at most a schedule interval old.
 - `dagster`: the daemon's heartbeats and the run queue, through the webserver's GraphQL API.
 - `sandbox`: the local ServiceTitan sandbox's `/_sandbox/health`, only when `SERVICETITAN_ENV=sandbox`.
 

@@ -326,6 +326,38 @@ def test_asset_checks_pass_and_fail(db, engine_settings, sandbox, world, integra
     assert results["no_expired_leases"] is False
 
 
+def test_the_connection_check_keeps_the_stored_health_current(
+    db, engine_settings, sandbox, integration, instance
+) -> None:
+    """A connection nobody has asked about is `unknown`, which public health reports as `degraded`: the checks
+    schedule proves every enabled connection's credentials and stores the verdict the public endpoint reads."""
+    from integration_core.operations.health import stored_providers_status
+
+    job = dg.Definitions(
+        assets=[referral_deliveries],
+        asset_checks=delivery_checks,
+        jobs=[checks_job],
+        resources={"integration": integration},
+    ).resolve_job_def(checks_job.name)
+    add_receiver(db, sandbox)
+    assert stored_providers_status(db, engine_settings).status == "degraded"  # never checked: `unknown`
+    ok = job.execute_in_process(instance=instance)
+    [good] = [e for e in ok.get_asset_check_evaluations() if e.check_name == "provider_connections_healthy"]
+    assert good.passed and good.metadata["healthy"].value == 1
+    assert stored_providers_status(db, engine_settings).status == "up"
+
+    add_receiver(db, sandbox, client_secret="cs1.definitely-wrong-secret")
+    bad = job.execute_in_process(instance=instance, raise_on_error=False)
+    [check] = [e for e in bad.get_asset_check_evaluations() if e.check_name == "provider_connections_healthy"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["unhealthy"].value == 1 and check.metadata["healthy"].value == 1
+    assert "definitely-wrong-secret" not in json.dumps({k: str(v.value) for k, v in check.metadata.items()})
+    with db.connect() as conn:
+        healths = sorted(conn.execute(text("SELECT health FROM provider_connections")).scalars())
+    assert healths == ["healthy", "unhealthy"]
+    assert stored_providers_status(db, engine_settings).status == "degraded"
+
+
 def test_alert_webhook_receives_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     received: list[dict[str, str]] = []
 
