@@ -301,13 +301,18 @@ def test_reconcile_and_pull_jobs_run(db, engine_settings, sandbox, world, integr
     assert retention_job.execute_in_process(instance=instance, resources={"integration": integration}).success
 
 
-def test_asset_checks_pass_and_fail(db, engine_settings, sandbox, world, integration, instance) -> None:
-    job = dg.Definitions(
+def _checks(integration: IntegrationResource) -> dg.JobDefinition:
+    """The delivery checks job, bound to the test's database."""
+    return dg.Definitions(
         assets=[referral_deliveries],
         asset_checks=delivery_checks,
         jobs=[checks_job],
         resources={"integration": integration},
     ).resolve_job_def(checks_job.name)
+
+
+def test_asset_checks_pass_and_fail(db, engine_settings, sandbox, world, integration, instance) -> None:
+    job = _checks(integration)
     ok = job.execute_in_process(instance=instance)
     assert ok.success
     assert all(e.passed for e in ok.get_asset_check_evaluations())
@@ -333,12 +338,7 @@ def test_the_connection_check_keeps_the_stored_health_current(
     schedule proves every enabled connection's credentials and stores the verdict the public endpoint reads."""
     from integration_core.operations.health import stored_providers_status
 
-    job = dg.Definitions(
-        assets=[referral_deliveries],
-        asset_checks=delivery_checks,
-        jobs=[checks_job],
-        resources={"integration": integration},
-    ).resolve_job_def(checks_job.name)
+    job = _checks(integration)
     add_receiver(db, sandbox)
     assert stored_providers_status(db, engine_settings).status == "degraded"  # never checked: `unknown`
     ok = job.execute_in_process(instance=instance)
