@@ -2,9 +2,8 @@
 
 import dagster as dg
 
-from integration_core.db.engine import oneshot_engine, resolve_database_url
 from integration_core.delivery.monitoring import expired_leases, failure_rates, oldest_due_pending_age
-from integration_core.operations.health import check_connections
+from integration_core.operations.health import check_providers, connection_verdict
 from pipelines.assets import referral_deliveries
 from pipelines.resources import IntegrationResource
 
@@ -63,22 +62,22 @@ def oldest_pending_within_target(integration: IntegrationResource) -> dg.AssetCh
     "`GET /api/health/component/providers` reads current, so a connection nobody asked about is not `unknown`.",
 )
 def provider_connections_healthy(integration: IntegrationResource) -> dg.AssetCheckResult:
-    settings = integration.settings()
-    engine = oneshot_engine(resolve_database_url(settings))
+    engine = integration.engine()
     try:
-        checks = check_connections(engine, settings)
+        report = check_providers(engine, integration.settings())  # what the detailed health view runs
     finally:
         engine.dispose()
-    unhealthy = [c for c in checks if c.health == "unhealthy"]
-    unanswered = [c for c in checks if not c.ok and c.health != "unhealthy"]  # throttled or unreachable this time
+    verdicts = [(c, connection_verdict(c)) for c in report.connections or []]
+    unhealthy = [c for c, v in verdicts if v == "unhealthy"]
     return dg.AssetCheckResult(
-        passed=not unhealthy and not unanswered,
+        passed=report.status == "up",  # every enabled connection healthy (or none)
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "enabled_connections": len(checks),
-            "healthy": sum(1 for c in checks if c.ok),
+            "enabled_connections": len(verdicts),
+            "healthy": sum(1 for _, v in verdicts if v == "healthy"),
             "unhealthy": len(unhealthy),
-            "unanswered": len(unanswered),
+            "unanswered": sum(1 for _, v in verdicts if v == "degraded"),  # throttled or unreachable this time
+            "error": report.error or "none",  # the database could not be read
             # connection and company ids and the provider's redacted error codes only: no secret, no homeowner data
             "unhealthy_connections": dg.MetadataValue.md(
                 "\n".join(

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import dagster as dg
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
@@ -35,10 +36,13 @@ class IntegrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             overrides["secret_key"] = SecretStr(self.secret_key)
         return base.model_copy(update=overrides) if overrides else base
 
+    def engine(self) -> Engine:
+        """No pooled connection kept: run workers, the sensor and schedules use it now and then."""
+        return oneshot_engine(resolve_database_url(self.settings()))
+
     @contextmanager
     def session(self) -> Iterator[Session]:
-        # no pooled connection kept: run workers, the sensor and schedules use it now and then
-        with session_scope(oneshot_engine(resolve_database_url(self.settings()))) as session:
+        with session_scope(self.engine()) as session:
             yield session
 
     def run_async(self, fn: Callable[[AsyncEngine, Settings], Awaitable[T]], *, lease_owner: str | None = None) -> T:

@@ -376,7 +376,7 @@ def check_providers(engine: Engine, settings: Settings) -> ComponentReport:
     healthy = sum(1 for c in checks if c.ok)
     return ComponentReport(
         component="providers",
-        status=_providers_status([_verdict(c) for c in checks]),
+        status=_providers_status([connection_verdict(c) for c in checks]),
         required=required,
         enabled_connections=len(checks),
         healthy=healthy,
@@ -386,7 +386,8 @@ def check_providers(engine: Engine, settings: Settings) -> ComponentReport:
     )
 
 
-def _verdict(check: ConnectionCheck) -> str:
+def connection_verdict(check: ConnectionCheck) -> str:
+    """`healthy`, `unhealthy` (the provider refused the credentials) or `degraded` (no verdict this time)."""
     if check.ok:
         return "healthy"
     return "unhealthy" if check.health == "unhealthy" else "degraded"  # e.g. throttled: no verdict this time
