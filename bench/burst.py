@@ -68,6 +68,15 @@ TENANT_BASE = 8101
 TERMINAL = ("synced", "failed", "no_integration")
 PID_TAG = "si/run_worker_pid"  # pipelines.launcher.PID_TAG / HOST_TAG (not imported: that pulls in Dagster)
 HOST_TAG = "si/run_worker_host"
+# routings a run holds: started (`claimed`), or leased and not written yet (a claim writes only the lease)
+HELD = (
+    "lease_owner IS NOT NULL AND (status = 'claimed' "
+    "OR (status IN ('pending', 'needs_reconcile') AND lease_expires_at > now()))"
+)
+HELD_BY_RUN = (
+    "SELECT id, receiving_company_id, extract(epoch FROM lease_expires_at) FROM job_routings "  # noqa: S608 - constant
+    "WHERE lease_owner = %s AND " + HELD
+)
 
 CHAOS_FAULTS: dict[str, Any] = {
     "applies_to": "writes",
@@ -300,8 +309,9 @@ def _chaos(
                 held = {
                     str(owner): [str(i) for i in ids]
                     for owner, ids in conn.execute(
-                        "SELECT lease_owner, array_agg(id) FROM job_routings WHERE status = 'claimed' "
-                        "AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY count(*) DESC"
+                        "SELECT lease_owner, array_agg(id) FROM job_routings WHERE "  # noqa: S608 - constant
+                        + HELD
+                        + " GROUP BY lease_owner ORDER BY count(*) DESC"
                     ).fetchall()
                 }
             if not held:
@@ -339,8 +349,7 @@ def _chaos(
         try:  # what the dead worker left claimed (it may have finished some between the query and the kill)
             with psycopg.connect(server.libpq(app_db), autocommit=True, connect_timeout=3) as conn:
                 rows = conn.execute(
-                    "SELECT id, receiving_company_id, extract(epoch FROM lease_expires_at) FROM job_routings "
-                    "WHERE lease_owner = %s AND status = 'claimed'",
+                    HELD_BY_RUN,
                     (run_id,),
                 ).fetchall()
         except psycopg.Error:

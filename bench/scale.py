@@ -210,13 +210,13 @@ def _measure(engine: Engine, url: str, repetitions: int) -> dict[str, Any]:
     calls = repetitions + 2  # warm-ups included
     # hand the leased rows back (as reconcile would), so the next measurement sees the same backlog
     with engine.begin() as conn:
+        # (a claim writes the lease only: the routings are still pending / needs_reconcile, delivery/claims.py)
         conn.execute(
             text(
-                "UPDATE job_routings SET status = CASE WHEN lookup_required THEN 'needs_reconcile' ELSE 'pending' "
-                "END, lease_owner = NULL, lease_expires_at = NULL, lookup_required = false "
-                "WHERE status = 'claimed' AND lease_owner = 'bench-scale'"
+                "UPDATE job_routings SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = 'bench-scale'"
             )
         )
+        conn.execute(text("DELETE FROM routing_claims WHERE owner = 'bench-scale'"))
         due_rows: int = conn.execute(
             text(
                 "SELECT count(*) FROM job_routings WHERE status IN ('pending', 'needs_reconcile') "

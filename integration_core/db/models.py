@@ -307,12 +307,14 @@ class JobRouting(Base):
                 "('completed', 'canceled', 'dismissed'))"
             ),
         ),
-        # reconcile: expired leases
-        Index("ix_job_routings_lease", "lease_expires_at", postgresql_where=text("status = 'claimed'")),
-        # Partial (migration 0007): a claim's UPDATE is never HOT (status is indexed), so each claimed row version
-        # costs an entry in every index whose predicate it satisfies. No query reads a claimed row through these:
-        # the update matcher names an external id (only synced routings have one), and queries on claimed
-        # routings go through ix_job_routings_lease.
+        # the routings runs have started (migration 0010): lease expiry and the owners of leases read the lease
+        # from these rows. No index names a lease column (lease_owner, lease_expires_at, lease_version), so that a
+        # claim, which writes only those, is a HOT update (docs/architecture.md, "Claiming")
+        Index("ix_job_routings_claimed", "receiving_company_id", postgresql_where=text("status = 'claimed'")),
+        # Partial (migration 0007): an update that changes `status` is never HOT, so each new row version costs an
+        # entry in every index whose predicate it satisfies. No query reads a claimed row through these: the update
+        # matcher names an external id (only synced routings have one), and queries on claimed routings go through
+        # ix_job_routings_claimed.
         Index("ix_job_routings_external_id", "external_id", postgresql_where=text("external_id IS NOT NULL")),
         # a status's routings by last change: failure rates, dead letters, the reconcile sweep
         Index("ix_job_routings_status_updated", "status", "updated_at", postgresql_where=text("status <> 'claimed'")),
@@ -353,6 +355,23 @@ class JobRouting(Base):
     attempts_log: Mapped[list[SyncAttempt]] = relationship(
         back_populates="routing", order_by="SyncAttempt.id", viewonly=True
     )
+
+
+class RoutingClaim(Base):
+    """One claim's receipt (migration 0010): which routings `owner` (a run id) leased. A claim writes only the lease
+    columns of the routings, which no index names (so that its update is HOT); a routing leased and not yet written is
+    found by its owner through here: the run-end release and the sensor's check for runs that ended holding leases.
+    Deleted when the owner's leases are released; ids of routings the owner has since written back are ignored
+    (readers check `lease_owner`)."""
+
+    __tablename__ = "routing_claims"
+    __table_args__ = (Index("ix_routing_claims_owner", "owner"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False)
+    company_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
+    routing_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), nullable=False)
+    claimed_at: Mapped[datetime] = _created_at()
 
 
 class SyncAttempt(Base):

@@ -45,8 +45,15 @@ class Claimed:
 # The job's delivery fields are read in `due`, under the same Limit: one primary-key probe of jobs (and of the
 # referring company, memoized) per routing picked, so the cost is the batch's whatever the size of `jobs` (joined
 # after the UPDATE instead, the planner hashed the whole jobs table when it was small enough). `FOR UPDATE OF r`
-# locks the routings only. The UPDATE then writes 6 index entries per routing (migration 0007): the claimed row
-# version is left out of every partial index but `ix_job_routings_lease`.
+# locks the routings only.
+#
+# The claim writes the lease and nothing else (migration 0010): `status` stays `pending` / `needs_reconcile` until
+# the run's first write to the routing (engine._RECORD_ATTEMPT) makes it `claimed`. No index names a lease column
+# and `updated_at` is left alone by a lease-only update, so the UPDATE is HOT: a new row version on the same page and
+# no index entry, where setting `status` cost an entry in six indexes (docs/scaling.md). A routing leased and not yet
+# written is skipped by other claimers while its lease runs (`lease_expires_at`; the heartbeat extends it), and due
+# again once the lease has run out: its holder never started a request, so nothing is to be looked up. The claim
+# leaves a receipt (`routing_claims`) so that the run-end release and the sensor can find what an owner leased.
 _CLAIM_TEMPLATE = f"""
     WITH due AS (
         SELECT r.id, r.status AS prev_status, r.created_at,
@@ -58,19 +65,22 @@ _CLAIM_TEMPLATE = f"""
          WHERE r.receiving_company_id = :company
            AND r.{{status_predicate}}
            AND r.next_attempt_at <= now()
+           AND (r.lease_owner IS NULL OR r.lease_expires_at < now())
          ORDER BY r.next_attempt_at, r.sequence
          LIMIT :limit
            FOR UPDATE OF r SKIP LOCKED
     ), claimed AS (
         UPDATE job_routings r
-           SET status = '{RoutingStatus.claimed}',
-               lease_owner = :owner,
+           SET lease_owner = :owner,
                lease_expires_at = now() + make_interval(secs => :lease),
-               lease_version = r.lease_version + 1,
-               lookup_required = r.lookup_required OR due.prev_status = '{RoutingStatus.needs_reconcile}'
+               lease_version = r.lease_version + 1
           FROM due
          WHERE r.id = due.id
-        RETURNING r.id, r.lease_version, r.attempts, r.lookup_required
+        RETURNING r.id, r.lease_version, r.attempts,
+                  r.lookup_required OR due.prev_status = '{RoutingStatus.needs_reconcile}' AS lookup_required
+    ), receipt AS (
+        INSERT INTO routing_claims (owner, company_id, routing_ids)
+        SELECT :owner, :company, array_agg(claimed.id) FROM claimed HAVING count(*) > 0
     )
     SELECT claimed.id, claimed.lease_version, claimed.attempts, claimed.lookup_required,
            claimed.id, due.summary, due.street, due.city, due.state, due.zip_code, due.homeowner_name, due.created_at,

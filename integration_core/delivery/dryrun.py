@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from integration_core.db.models import Company, Job, JobRouting, ProviderConnection
 from integration_core.delivery.connections import connection_config
 from integration_core.delivery.decide import Action, ConnectionState, RoutingState, next_action
+from integration_core.domain import DUE_ROUTING_STATUSES, RoutingStatus
 from integration_core.errors import NotFound
 from integration_core.providers import registry
 from integration_core.providers.base import DeliveryPlan, DeliveryRequest, Provider
@@ -97,6 +98,13 @@ def dry_run(session: Session, routing_id: uuid.UUID, settings: Settings, *, now:
         .order_by(ProviderConnection.enabled.desc(), ProviderConnection.provider)
     ).first()
     status = routing.status
+    if (
+        status in DUE_ROUTING_STATUSES
+        and routing.lease_owner is not None
+        and routing.lease_expires_at is not None
+        and routing.lease_expires_at > now
+    ):
+        status = RoutingStatus.claimed  # leased by a run that has not written to it yet (delivery/claims.py)
     due = routing.next_attempt_at <= now
     max_attempts = settings.delivery_max_attempts
 

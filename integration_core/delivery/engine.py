@@ -137,13 +137,19 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 # attempts and write-backs (all fenced)
 # --------------------------------------------------------------------------------------------------------------
 
+# A routing a run holds: `claimed` once the run has written to it; leased and not yet written (the claim writes only
+# the lease, delivery/claims.py), it still reads `pending` or `needs_reconcile`. The fence is the lease version.
+_HELD = f"status IN ('{RoutingStatus.claimed}', '{RoutingStatus.pending}', '{RoutingStatus.needs_reconcile}')"
+
+# The run's first write to a routing makes it `claimed` (and keeps a lookup the claim found due: `:lookup`).
 _RECORD_ATTEMPT = text(
     f"""
     WITH fenced AS (
         UPDATE job_routings
-           SET attempts = attempts + :burn,
-               lookup_required = lookup_required OR :sends
-         WHERE id = :id AND lease_version = :v AND status = '{RoutingStatus.claimed}'
+           SET status = '{RoutingStatus.claimed}',
+               attempts = attempts + :burn,
+               lookup_required = lookup_required OR :sends OR :lookup
+         WHERE id = :id AND lease_version = :v AND {_HELD}
         RETURNING id, attempts
     )
     INSERT INTO sync_attempts (routing_id, run_id, attempt_no, operation)
@@ -165,7 +171,7 @@ _FINISH_ATTEMPT = text(
 _RELEASE = f"""
     UPDATE job_routings
        SET lease_owner = NULL, lease_expires_at = NULL, {{sets}}
-     WHERE id = :id AND lease_version = :v AND status = '{RoutingStatus.claimed}'
+     WHERE id = :id AND lease_version = :v AND {_HELD}
     RETURNING extract(epoch FROM clock_timestamp() - created_at) AS age_s
 """
 
@@ -235,6 +241,7 @@ class _Batch:
             "op": op,
             "burn": 1 if (sends if burn is None else burn) else 0,
             "sends": sends,
+            "lookup": c.lookup_required,
         }
 
         async def work(conn: AsyncConnection) -> int | None:
@@ -591,7 +598,7 @@ async def _note_connection_health(
 _EXTEND_LEASES = text(
     f"""
     UPDATE job_routings SET lease_expires_at = now() + make_interval(secs => :lease)
-     WHERE id = ANY(:ids) AND lease_owner = :owner AND status = '{RoutingStatus.claimed}'
+     WHERE id = ANY(:ids) AND lease_owner = :owner AND {_HELD}
     RETURNING id
     """
 )
@@ -723,6 +730,7 @@ _NEXT_DUE = text(
     SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM job_routings
      WHERE receiving_company_id = :company
        AND status IN ('{RoutingStatus.pending}', '{RoutingStatus.needs_reconcile}')
+       AND (lease_owner IS NULL OR lease_expires_at < now())
     """
 )
 

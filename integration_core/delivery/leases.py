@@ -11,8 +11,13 @@ of that run changes nothing):
   timeout after now when the holder is known to have stopped, else after the lease the holder may still be
   using (its requests never outlive it: the engine starts none its lease would not cover).
 
+What a run holds is found through its claims' receipts (`routing_claims`): a claim writes only the lease columns,
+which no index names, so that its update is HOT (migration 0010); a routing leased and not yet written still reads
+`pending` / `needs_reconcile` and is simply given back (its lease cleared, due now).
+
 `expire_leases` is the fallback for a holder nobody saw end (a worker on another host, a lost database
-connection): leases that ran out go to `needs_reconcile`.
+connection): leases of started (`claimed`) routings that ran out go to `needs_reconcile`; a routing leased and never
+written is due again as soon as its lease has run out, without anyone's help.
 """
 
 from __future__ import annotations
@@ -22,20 +27,40 @@ from sqlalchemy import Connection, text
 
 from integration_core.domain import AttemptOutcome, RoutingStatus
 
+# A receipt is kept at least this long (seconds) before `expire_leases` may drop it as holding nothing: a run's
+# release drops its own at once; this is for owners nobody releases (a process outside Dagster, a lost host).
+RECEIPT_SECONDS = 600
+
+# What an owner holds: the routings that still name it as their lease owner and are `claimed` (the run wrote to
+# them; found through ix_job_routings_claimed), or are on one of its claims' receipts (`routing_claims`) and still
+# `pending` / `needs_reconcile` (leased, not written yet: the claim writes only the lease, delivery/claims.py).
+# Written as ids first, then the rows by primary key: with the two conditions OR-ed in one WHERE, the planner scanned
+# every due routing (measured: 17.8 ms at 100,000 due, against 0.2 ms).
+_HELD = f"""
+    r.id IN (SELECT c.id FROM job_routings c WHERE c.status = '{RoutingStatus.claimed}' AND c.lease_owner = :owner
+             UNION ALL
+             SELECT unnest(routing_ids) FROM receipts)
+    AND r.lease_owner = :owner
+    AND r.status IN ('{RoutingStatus.claimed}', '{RoutingStatus.pending}', '{RoutingStatus.needs_reconcile}')
+"""
+
 _RELEASE_RUN = text(
     f"""
-    WITH held AS (
-        SELECT r.id, r.lease_expires_at,
+    WITH receipts AS (
+        DELETE FROM routing_claims WHERE owner = :owner RETURNING routing_ids
+    ), held AS (
+        SELECT r.id, r.lease_expires_at, r.status,
                EXISTS (SELECT 1 FROM sync_attempts a
                         WHERE a.routing_id = r.id AND a.run_id = :owner AND a.operation = 'deliver'
                           AND a.outcome = '{AttemptOutcome.in_flight}') AS maybe_sent
           FROM job_routings r
-         WHERE r.lease_owner = :owner AND r.status = '{RoutingStatus.claimed}'
+         WHERE {_HELD}
            FOR UPDATE OF r
     ), released AS (
         UPDATE job_routings r
            SET status = CASE WHEN held.maybe_sent THEN '{RoutingStatus.needs_reconcile}'
-                             ELSE '{RoutingStatus.pending}' END,
+                             WHEN held.status = '{RoutingStatus.claimed}' THEN '{RoutingStatus.pending}'
+                             ELSE held.status END,
                lookup_required = r.lookup_required OR held.maybe_sent,
                next_attempt_at = CASE
                    WHEN NOT held.maybe_sent THEN clock_timestamp()
@@ -65,6 +90,10 @@ _RELEASE_RUN = text(
     """
 )
 
+# Leases of routings a run has started (`claimed`) that ran out. A routing leased and never written needs nothing
+# here: once its lease has run out it is due again (the claim skips live leases only), and no request of it can
+# have left. Receipts whose routings are no longer held by their owner (released, written back, or taken over
+# after their lease ran out) go too, once they are older than a lease could be without its run's release.
 EXPIRE_LEASES = text(
     f"""
     WITH expired AS (
@@ -81,12 +110,26 @@ EXPIRE_LEASES = text(
           FROM expired
          WHERE a.routing_id = expired.id AND a.outcome = '{AttemptOutcome.in_flight}'
         RETURNING a.id
+    ), stale AS (
+        DELETE FROM routing_claims rc
+         WHERE rc.claimed_at < clock_timestamp() - make_interval(secs => :receipt_s)
+           AND NOT EXISTS (
+               SELECT 1 FROM job_routings r
+                WHERE r.id = ANY(rc.routing_ids) AND r.lease_owner = rc.owner
+                  AND (r.status = '{RoutingStatus.claimed}' OR r.lease_expires_at >= clock_timestamp()))
     )
     SELECT id FROM expired
     """
-)
+).bindparams(receipt_s=RECEIPT_SECONDS)
 
-_LEASE_OWNERS = text(f"SELECT DISTINCT lease_owner FROM job_routings WHERE status = '{RoutingStatus.claimed}'")
+# every holder of a lease has a receipt until its leases are released
+_LEASE_OWNERS = text(
+    f"""
+    SELECT owner FROM routing_claims
+    UNION
+    SELECT lease_owner FROM job_routings WHERE status = '{RoutingStatus.claimed}'
+    """
+)
 
 
 class Released(BaseModel):

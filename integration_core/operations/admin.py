@@ -37,12 +37,15 @@ STATUSES = [s.value for s in RoutingStatus]
 # queue statistics
 # --------------------------------------------------------------------------------------------------------------
 
-# per company and status: routings, and how many are due now (DUE_ROUTING_STATUSES, next attempt time come)
+# per company and status: routings, and how many are due now (DUE_ROUTING_STATUSES, next attempt time come, and not
+# leased by a run: a claim writes only the lease, and the routing reads `claimed` once its run has started on it,
+# delivery/claims.py)
 _BY_COMPANY = text(
     f"""
     SELECT r.receiving_company_id AS company_id, c.name AS company_name, c.partition_key, r.status, count(*) AS n,
            count(*) FILTER (WHERE r.status IN ({", ".join(f"'{s}'" for s in DUE_ROUTING_STATUSES)})
-                              AND r.next_attempt_at <= now()) AS due
+                              AND r.next_attempt_at <= now()
+                              AND (r.lease_owner IS NULL OR r.lease_expires_at < now())) AS due
       FROM job_routings r
       JOIN companies c ON c.id = r.receiving_company_id
      WHERE CAST(:company AS uuid) IS NULL OR r.receiving_company_id = CAST(:company AS uuid)

@@ -138,8 +138,9 @@ def upsert_connection(
 def set_connection_enabled(session: Session, conn: ProviderConnection, enabled: bool, *, actor: str) -> int:
     """Enable or disable a connection and move the company's waiting routings accordingly.
 
-    Enabling: `no_integration` → `pending` (due now). Disabling: `pending` → `no_integration` (claimed ones finish
-    their run; nothing is lost). Returns how many routings moved.
+    Enabling: `no_integration` → `pending` (due now). Disabling: `pending` → `no_integration` (`claimed` ones finish
+    their run; a `pending` one a run has leased and not started moves too, and that run's fenced writes then leave
+    it alone; nothing is lost). Returns how many routings moved.
     """
     conn.enabled = enabled
     src, dst = (

@@ -1,11 +1,10 @@
 """Migration 0007 (two job_routings indexes partial, so a claim writes fewer index entries) up and down on a
 database holding routings in every delivery state: the indexes are rebuilt with the right predicates and contents
 (and no half-built index is left), the queries that name an external id or a status still find their rows
-through them, and a claim works on either side."""
+through them, and the claim of those revisions works on either side."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,9 +12,7 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from integration_core.delivery.claims import claim
 from tests.support.db import alembic_config, routing_indexes, scratch_database
 
 INDEXES = ("ix_job_routings_external_id", "ix_job_routings_status_updated")
@@ -93,15 +90,24 @@ def _check_queries(engine: Engine) -> None:
     ) == ["failed", "synced"]
 
 
-def _claim(url: str, company: uuid.UUID, owner: str) -> list[uuid.UUID]:
-    async def run() -> list[uuid.UUID]:
-        engine = create_async_engine(url)
-        try:
-            return [c.id for c in await claim(engine, company, owner=owner, limit=10, lease_seconds=60)]
-        finally:
-            await engine.dispose()
+# the claim of these revisions (0006-0009: it set `status = 'claimed'`), in raw SQL: the head's claim writes the lease
+# only and a receipt into a table of migration 0010
+_CLAIM_0009 = """
+    UPDATE job_routings r
+       SET status = 'claimed', lease_owner = :owner, lease_expires_at = now() + interval '60 seconds',
+           lease_version = r.lease_version + 1
+      FROM (SELECT id FROM job_routings
+             WHERE receiving_company_id = :company AND status IN ('pending', 'needs_reconcile')
+               AND next_attempt_at <= now()
+             ORDER BY next_attempt_at, sequence LIMIT 10 FOR UPDATE SKIP LOCKED) due
+     WHERE r.id = due.id
+    RETURNING r.id
+"""
 
-    return asyncio.run(run())
+
+def _claim(engine: Engine, company: uuid.UUID, owner: str) -> list[uuid.UUID]:
+    with engine.begin() as c:
+        return [r[0] for r in c.execute(text(_CLAIM_0009), {"company": company, "owner": owner})]
 
 
 def test_0007_makes_two_indexes_partial_and_goes_down_again(scratch_url: str) -> None:
@@ -122,7 +128,7 @@ def test_0007_makes_two_indexes_partial_and_goes_down_again(scratch_url: str) ->
             "(status, updated_at) WHERE ((status)::text <> 'claimed'::text)"
         )
         _check_queries(engine)
-        assert len(_claim(scratch_url, company, "run-a")) == 2  # pending and needs_reconcile
+        assert len(_claim(engine, company, "run-a")) == 2  # pending and needs_reconcile
         with engine.connect() as c:
             claimed: int = c.execute(text("SELECT count(*) FROM job_routings WHERE status = 'claimed'")).scalar_one()
         assert claimed == 3
@@ -143,6 +149,6 @@ def test_0007_makes_two_indexes_partial_and_goes_down_again(scratch_url: str) ->
                     "WHERE lease_owner = 'run-a'"
                 )
             )
-        assert len(_claim(scratch_url, company, "run-b")) == 2
+        assert len(_claim(engine, company, "run-b")) == 2
     finally:
         engine.dispose()

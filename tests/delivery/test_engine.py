@@ -67,7 +67,19 @@ def test_concurrent_claimers_never_share_a_routing(db, database_url, engine_sett
 
     claimed = run(database_url, body)
     assert len(claimed) == len(set(claimed)) == 60
-    assert statuses(db) == {"claimed": 60}
+    # a claim writes the lease only (delivery/claims.py): the routings are `claimed` once their run writes to them
+    assert statuses(db) == {"pending": 60}
+    with db.connect() as conn:
+        leased = dict(
+            conn.execute(text("SELECT id, lease_owner FROM job_routings WHERE lease_expires_at > now()")).all()
+        )
+        receipts = {
+            (owner, rid)
+            for owner, ids in conn.execute(text("SELECT owner, routing_ids FROM routing_claims")).all()
+            for rid in ids
+        }
+    assert set(leased) == set(claimed)
+    assert receipts == {(owner, rid) for rid, owner in leased.items()}  # each routing on its owner's receipt only
 
 
 def test_fencing_a_run_that_lost_its_lease_changes_nothing(db, database_url, engine_settings, sandbox, world) -> None:

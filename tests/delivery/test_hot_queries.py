@@ -171,14 +171,24 @@ def test_claim_takes_the_oldest_due_first_and_marks_lookups(db, database_url, wo
     early = add(db, world, company, 3, age=timedelta(hours=1), spread=timedelta(seconds=1))
     lookup = add(db, world, company, 1, status="needs_reconcile", age=timedelta(minutes=30))
     add(db, world, company, 2, age=-timedelta(minutes=5))  # in backoff
-    add(db, world, company, 2, status="claimed", age=timedelta(hours=2))  # someone else's
+    add(db, world, company, 2, status="claimed", age=timedelta(hours=2))  # someone else's, started
+    reserved = add(db, world, company, 2, age=timedelta(hours=2))  # someone else's, leased and not written yet
+    lapsed = add(db, world, company, 1, age=timedelta(hours=3))  # leased by someone whose lease ran out
+    with db.begin() as conn:
+        for ids, expires in ((reserved, "now() + interval '1 minute'"), (lapsed, "now() - interval '1 second'")):
+            conn.execute(
+                text(
+                    f"UPDATE job_routings SET lease_owner = 'someone', lease_expires_at = {expires} WHERE id = ANY(:i)"
+                ),
+                {"i": ids},
+            )
     add(db, world, company, 2, status="synced", age=timedelta(hours=2))
     other = add_company(db, "Other")
     add(db, world, other, 3, age=timedelta(hours=5))
 
-    first = run(database_url, lambda e: claim(e, company, owner="run-1", limit=4, lease_seconds=60))
-    assert {c.id for c in first} == {*early, *lookup}
-    assert {c.id: c.lookup_required for c in first} == {**dict.fromkeys(early, False), lookup[0]: True}
+    first = run(database_url, lambda e: claim(e, company, owner="run-1", limit=5, lease_seconds=60))
+    assert {c.id for c in first} == {*lapsed, *early, *lookup}
+    assert {c.id: c.lookup_required for c in first} == {**dict.fromkeys([*lapsed, *early], False), lookup[0]: True}
     assert all(c.request.referring_company_name == "Referrer Co" and c.request.city == "Austin" for c in first)
 
     rest = run(database_url, lambda e: claim(e, company, owner="run-2", limit=10, lease_seconds=60))
@@ -187,10 +197,22 @@ def test_claim_takes_the_oldest_due_first_and_marks_lookups(db, database_url, wo
     with db.connect() as conn:
         leased = dict(
             conn.execute(
-                text("SELECT lease_owner, count(*) FROM job_routings WHERE status = 'claimed' GROUP BY lease_owner")
+                text(
+                    "SELECT lease_owner || ':' || status, count(*) FROM job_routings WHERE lease_expires_at > now() "
+                    "GROUP BY 1"
+                )
             ).all()
         )
-    assert leased == {"run-1": 4, "run-2": 3, "someone": 2}
+        receipts = dict(conn.execute(text("SELECT owner, cardinality(routing_ids) FROM routing_claims")).all())
+    # the claim writes the lease only: the statuses are unchanged until the run writes to the routing
+    assert leased == {
+        "run-1:pending": 4,
+        "run-1:needs_reconcile": 1,
+        "run-2:pending": 3,
+        "someone:claimed": 2,
+        "someone:pending": 2,
+    }
+    assert receipts == {"run-1": 5, "run-2": 3}
 
 
 def test_claim_builds_the_same_objects_as_their_constructors(db, database_url, world) -> None:
