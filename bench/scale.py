@@ -14,8 +14,9 @@ then `VACUUM (ANALYZE)` (the state autovacuum keeps the table in) and a CHECKPOI
 - `reconcile_claim_p50_ms`: `claim(..., limit=20, statuses=("needs_reconcile",))` of a big company (the reconcile
   job's claim; 20, so that every call gets a full batch at 100k due too);
 - `claim_wal_kb_per_call`: WAL a claim of 200 wrote, mostly full-page images (8 kB each): one per page first
-  changed since the checkpoint — the heap pages its 200 rows sit on and the index leaves their entries go to. What
-  makes the claim dearer at 1M due (the rows of a big company spread over more pages), not choosing them.
+  changed since the checkpoint — the heap pages its 200 rows sit on (a lease-only update is HOT since migration
+  0010: no index entries) and the receipt. What makes the claim dearer at 1M due (the rows of a big company
+  spread over more pages), not choosing them.
 
 Then the due routings grow to 1,000,000 (same skew) and everything is measured again. Targets: sensor ≤ 50 ms and
 claim ≤ 10 ms at 100k due; at 1M due each figure within 2x of its 100k figure.
@@ -256,7 +257,7 @@ def _wal(url: str) -> int | None:
 def _claim_pick(engine: Engine, repetitions: int) -> tuple[list[float], str]:
     """The part of the claim the backlog could make grow, choosing the 200 rows to lease (the `due` CTE: scan, order,
     lock, and the 200 jobs' primary-key probes), from EXPLAIN ANALYZE of the real statement in a rolled-back
-    transaction; the rest of the claim (updating 200 rows, 6 index entries each, the commit) does not depend on the
+    transaction; the rest of the claim (updating 200 rows' leases, HOT, the receipt, the commit) does not depend on the
     backlog. Returns (ms per call, index used)."""
     from integration_core.delivery.claims import _claim_statement
     from integration_core.domain import RoutingStatus
