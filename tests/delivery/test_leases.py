@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration_core.delivery.claims import claim
 from integration_core.delivery.engine import deliver_batch, drain, lease_seconds
-from integration_core.delivery.leases import release_run
+from integration_core.delivery.leases import RECEIPT_SECONDS, expire_leases, release_run
 from integration_core.delivery.runs import run_with_leases
 from integration_core.settings import Settings
 from pipelines.launcher import HOST_TAG, PID_TAG, WarmForkRunLauncher, _host
@@ -73,8 +73,11 @@ def test_release_run_sends_never_sent_back_to_pending_and_maybe_sent_to_reconcil
         await claim(engine, company, owner="run-b", limit=1, lease_seconds=300)
 
     run(database_url, body)
-    with db.begin() as conn:  # run-a recorded its delivery attempt of `sent`: the request may have left
-        conn.execute(text("UPDATE job_routings SET attempts = 1, lookup_required = true WHERE id = :id"), {"id": sent})
+    with db.begin() as conn:  # run-a recorded its delivery attempt of `sent` (now `claimed`): the request may have left
+        conn.execute(
+            text("UPDATE job_routings SET status = 'claimed', attempts = 1, lookup_required = true WHERE id = :id"),
+            {"id": sent},
+        )
         conn.execute(
             text(
                 "INSERT INTO sync_attempts (routing_id, run_id, attempt_no, operation) "
@@ -109,6 +112,39 @@ def test_release_run_sends_never_sent_back_to_pending_and_maybe_sent_to_reconcil
     with db.begin() as conn:  # nothing left to release: a second call changes nothing
         again = release_run(conn, "run-a", holder_stopped=True, request_timeout_seconds=20, reconcile_delay_seconds=2)
     assert again.total == 0
+    with db.connect() as conn:  # each release took its owner's receipts with it
+        assert conn.execute(text("SELECT count(*) FROM routing_claims")).scalar_one() == 0
+
+
+def test_receipts_of_owners_nobody_releases_go_once_they_hold_nothing(
+    db: Engine, database_url: str, engine_settings: Settings, sandbox: SandboxHandle, world: World
+) -> None:
+    """An owner that is no Dagster run (or a lost host's run) is never released: lease expiry drops its receipts
+    once they are older than RECEIPT_SECONDS and their routings are no longer leased by it."""
+    company, _ = add_receiver(db, sandbox)
+    lapsed, *_ = add_routings(db, world, company, 3)  # claimed in this order by lapsed, live, fresh
+
+    async def body(engine: AsyncEngine) -> None:
+        for owner in ("lapsed", "live", "fresh"):
+            await claim(engine, company, owner=owner, limit=1, lease_seconds=300)
+
+    run(database_url, body)
+    with db.begin() as conn:  # two receipts are old; the lapsed one's lease ran out long ago
+        conn.execute(
+            text("UPDATE routing_claims SET claimed_at = now() - make_interval(secs => :s) WHERE owner <> 'fresh'"),
+            {"s": RECEIPT_SECONDS + 60},
+        )
+        conn.execute(
+            text("UPDATE job_routings SET lease_expires_at = now() - interval '1 minute' WHERE id = :i"), {"i": lapsed}
+        )
+        assert expire_leases(conn) == []  # nothing had been started: nothing to reconcile
+    with db.connect() as conn:
+        owners = {r[0] for r in conn.execute(text("SELECT owner FROM routing_claims"))}
+    assert owners == {"live", "fresh"}
+    assert statuses(db, company) == {"pending": 3}
+    # the lapsed routing is due again for anyone; the live one is not
+    taken = run(database_url, lambda e: claim(e, company, owner="next", limit=3, lease_seconds=300))
+    assert [c.id for c in taken] == [lapsed]
 
 
 def test_a_run_that_raises_mid_batch_leaves_nothing_claimed(
