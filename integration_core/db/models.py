@@ -309,7 +309,8 @@ class JobRouting(Base):
         ),
         # the routings runs have started (migration 0010): lease expiry and the owners of leases read the lease
         # from these rows. No index names a lease column (lease_owner, lease_expires_at, lease_version), so that a
-        # claim, which writes only those, is a HOT update (docs/architecture.md, "Claiming")
+        # claim, which writes only those, is a HOT update (docs/architecture.md, "a claim leases, the first write marks
+        # `claimed`")
         Index("ix_job_routings_claimed", "receiving_company_id", postgresql_where=text("status = 'claimed'")),
         # Partial (migration 0007): an update that changes `status` is never HOT, so each new row version costs an
         # entry in every index whose predicate it satisfies. No query reads a claimed row through these: the update
