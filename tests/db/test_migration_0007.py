@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, create_engine, text
 
-from tests.support.db import alembic_config, routing_indexes, scratch_database
+from tests.support.db import alembic_config, raw_job, routing_indexes, scratch_database
 
 INDEXES = ("ix_job_routings_external_id", "ix_job_routings_status_updated")
 
@@ -45,14 +45,7 @@ def _insert_world(engine: Engine) -> uuid.UUID:
             ("no_integration", None, None),
         ]
         for n, (status, external_id, owner) in enumerate(states):
-            job: uuid.UUID = c.execute(
-                text(
-                    "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
-                    "created_by_company_id, created_by_technician_id) "
-                    "VALUES (:s, '1 Main St', 'Austin', 'TX', '78701', 'Owner', '5125550100', :r, :t) RETURNING id"
-                ),
-                {"s": f"job {n}", "r": referrer, "t": tech},
-            ).scalar_one()
+            job = raw_job(c, referrer, tech, f"job {n}")
             c.execute(
                 text(
                     "INSERT INTO job_routings (job_id, receiving_company_id, status, external_id, lease_owner, "

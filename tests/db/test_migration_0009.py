@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from integration_core.delivery.monitoring import due_companies
-from tests.support.db import alembic_config, routing_indexes, scratch_database
+from tests.support.db import alembic_config, raw_job, routing_indexes, scratch_database
 
 NAME = "ix_job_routings_due_sequence"
 
@@ -41,14 +41,7 @@ def _due_world(engine: Engine) -> None:
             text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": company}
         ).scalar_one()
         for n, status in enumerate(("pending", "pending", "needs_reconcile")):
-            job: uuid.UUID = c.execute(
-                text(
-                    "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
-                    "created_by_company_id, created_by_technician_id) "
-                    "VALUES (:s, '1 Main St', 'Austin', 'TX', '78701', 'Owner', '5125550100', :c, :t) RETURNING id"
-                ),
-                {"s": f"job {n}", "c": company, "t": tech},
-            ).scalar_one()
+            job = raw_job(c, company, tech, f"job {n}")
             c.execute(
                 text(
                     "INSERT INTO job_routings (job_id, receiving_company_id, status, next_attempt_at) "

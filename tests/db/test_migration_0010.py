@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from integration_core.delivery.claims import _claim_statement, claim
 from integration_core.delivery.leases import release_run
 from integration_core.domain import DUE_ROUTING_STATUSES, RoutingStatus
-from tests.support.db import alembic_config, routing_indexes, scratch_database
+from tests.support.db import alembic_config, raw_job, routing_indexes, scratch_database
 
 LEASE_COLUMNS = {"lease_owner", "lease_expires_at", "lease_version"}
 
@@ -39,14 +39,7 @@ def _world(engine: Engine, states: tuple[str, ...]) -> tuple[uuid.UUID, dict[uui
             text("INSERT INTO technicians (company_id, name) VALUES (:c, 'T') RETURNING id"), {"c": company}
         ).scalar_one()
         for n, status in enumerate(states):
-            job: uuid.UUID = c.execute(
-                text(
-                    "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
-                    "created_by_company_id, created_by_technician_id) "
-                    "VALUES (:s, '1 Main St', 'Austin', 'TX', '78701', 'Owner', '5125550100', :c, :t) RETURNING id"
-                ),
-                {"s": f"job {n}", "c": company, "t": tech},
-            ).scalar_one()
+            job = raw_job(c, company, tech, f"job {n}")
             rid: uuid.UUID = c.execute(
                 text(
                     "INSERT INTO job_routings (job_id, receiving_company_id, status, external_id, lease_owner, "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from integration_core.db import embedded
@@ -76,3 +76,16 @@ def routing_indexes(engine: Engine) -> dict[str, tuple[str, bool]]:
             )
         ).all()
     return {str(name): (str(definition), bool(valid)) for name, definition, valid in rows}
+
+
+def raw_job(conn: Connection, referrer: uuid.UUID, technician: uuid.UUID, summary: str) -> uuid.UUID:
+    """A job inserted in raw SQL (the migration tests: its columns are the same at every revision they start from)."""
+    job: uuid.UUID = conn.execute(
+        text(
+            "INSERT INTO jobs (summary, street, city, state, zip_code, homeowner_name, homeowner_phone, "
+            "created_by_company_id, created_by_technician_id) "
+            "VALUES (:s, '1 Main St', 'Austin', 'TX', '78701', 'Owner', '5125550100', :r, :t) RETURNING id"
+        ),
+        {"s": summary, "r": referrer, "t": technician},
+    ).scalar_one()
+    return job
