@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
+from integration_core.delivery.claims import claim
 from integration_core.delivery.scheduling import AGED_AFTER_SECONDS, AGED_PRIORITY, RETRY_PRIORITY
 from pipelines.assets import SENSOR_TRIGGER_TAG, deliver_job, referral_deliveries
 from pipelines.checks import checks_job, delivery_checks
@@ -31,6 +32,7 @@ from pipelines.sensors import (
 )
 from tests.support.config import TEST_SECRET_KEY
 from tests.support.dagster import DagsterHandle
+from tests.support.delivery import run
 from tests.support.world import add_receiver, add_routings, statuses
 
 
@@ -405,3 +407,29 @@ def test_sensor_releases_what_finished_runs_still_hold(db, engine_settings, sand
     assert rows[rids[1]] == "claimed"  # its run is alive
     assert rows[rids[2]] == "claimed"  # not a Dagster run: its lease decides
     assert rows[rids[3]] == "needs_reconcile"  # the lease ran out: looked up first
+
+
+def test_sensor_releases_what_finished_runs_leased_and_never_started(
+    db, database_url, engine_settings, sandbox, world, integration, instance
+):
+    """A claim writes the lease only (delivery/claims.py): routings a finished run leased and never wrote to are
+    still `pending`, found through the run's receipts, and due again at once; a live run keeps its own."""
+    company, _ = add_receiver(db, sandbox)
+    add_routings(db, world, company, 4)
+    finished, alive = (str(uuid.uuid4()) for _ in range(2))
+    for run_id, status in ((finished, dg.DagsterRunStatus.FAILURE), (alive, dg.DagsterRunStatus.STARTED)):
+        instance.add_run(dg.DagsterRun(job_name="deliver_routings", run_id=run_id, status=status))
+
+    async def body(engine):
+        for owner in (finished, alive):
+            await claim(engine, company, owner=owner, limit=2, lease_seconds=600)
+
+    run(database_url, body)
+    pending_routings_sensor(dg.build_sensor_context(instance=instance), integration=integration)
+
+    with db.connect() as conn:
+        held = dict(conn.execute(text("SELECT lease_owner, count(*) FROM job_routings GROUP BY 1")).all())
+        receipts = [r[0] for r in conn.execute(text("SELECT owner FROM routing_claims"))]
+    assert held == {None: 2, alive: 2}
+    assert receipts == [alive]
+    assert statuses(db, company) == {"pending": 4}
