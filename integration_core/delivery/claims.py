@@ -35,6 +35,22 @@ class Claimed:
         return self.request.sensitive_values()
 
 
+def unleased(alias: str = "") -> str:
+    """SQL: no run holds a live lease on the routing. A claim writes only the lease (below), so a due routing a run
+    has leased and not started still reads `pending` / `needs_reconcile`: the claim, the drain's next-due check and
+    the queue statistics skip it with this."""
+    col = f"{alias}." if alias else ""
+    return f"({col}lease_owner IS NULL OR {col}lease_expires_at < now())"
+
+
+def held_status(alias: str = "") -> str:
+    """SQL: a status a routing a run holds can have: `claimed` once the run wrote to it, else still `pending` /
+    `needs_reconcile` (leased and not started). The run's fenced writes and its release accept these."""
+    col = f"{alias}." if alias else ""
+    literals = ", ".join(f"'{s.value}'" for s in (RoutingStatus.claimed, *DUE_ROUTING_STATUSES))
+    return f"{col}status IN ({literals})"
+
+
 # The statuses are written into the statement as literals (one statement per set, built from RoutingStatus values
 # only), never bound as `status = ANY(:statuses)`: the planner can match a literal predicate to a partial index,
 # not a parameter. The default set is exactly the predicate of `ix_job_routings_due` (receiving_company_id,
@@ -65,7 +81,7 @@ _CLAIM_TEMPLATE = f"""
          WHERE r.receiving_company_id = :company
            AND r.{{status_predicate}}
            AND r.next_attempt_at <= now()
-           AND (r.lease_owner IS NULL OR r.lease_expires_at < now())
+           AND {unleased("r")}
          ORDER BY r.next_attempt_at, r.sequence
          LIMIT :limit
            FOR UPDATE OF r SKIP LOCKED

@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from integration_core.db.retry import DatabaseUnavailable, retry_transient, transact
-from integration_core.delivery.claims import Claimed, claim
+from integration_core.delivery.claims import Claimed, claim, held_status, unleased
 from integration_core.delivery.connections import (
     LiveConnection,
     ProviderFactory,
@@ -139,7 +139,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 # A routing a run holds: `claimed` once the run has written to it; leased and not yet written (the claim writes only
 # the lease, delivery/claims.py), it still reads `pending` or `needs_reconcile`. The fence is the lease version.
-_HELD = f"status IN ('{RoutingStatus.claimed}', '{RoutingStatus.pending}', '{RoutingStatus.needs_reconcile}')"
+_HELD = held_status()
 
 # The run's first write to a routing makes it `claimed` (and keeps a lookup the claim found due: `:lookup`).
 _RECORD_ATTEMPT = text(
@@ -730,7 +730,7 @@ _NEXT_DUE = text(
     SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM job_routings
      WHERE receiving_company_id = :company
        AND status IN ('{RoutingStatus.pending}', '{RoutingStatus.needs_reconcile}')
-       AND (lease_owner IS NULL OR lease_expires_at < now())
+       AND {unleased()}
     """
 )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from sqlalchemy import Connection, text
 
+from integration_core.delivery.claims import held_status
 from integration_core.domain import AttemptOutcome, RoutingStatus
 
 # A receipt is kept at least this long (seconds) before `expire_leases` may drop it as holding nothing: a run's
@@ -41,7 +42,7 @@ _HELD = f"""
              UNION ALL
              SELECT unnest(routing_ids) FROM receipts)
     AND r.lease_owner = :owner
-    AND r.status IN ('{RoutingStatus.claimed}', '{RoutingStatus.pending}', '{RoutingStatus.needs_reconcile}')
+    AND {held_status("r")}
 """
 
 _RELEASE_RUN = text(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from integration_core import audit
 from integration_core.db import budget
 from integration_core.db.models import Company, ProviderConnection, Technician
+from integration_core.delivery.claims import unleased
 from integration_core.delivery.monitoring import oldest_due_ages
 from integration_core.domain import DUE_ROUTING_STATUSES, AttemptOutcome, RoutingStatus
 from integration_core.operations.dagster_client import DagsterClient, DagsterUnavailable
@@ -45,7 +46,7 @@ _BY_COMPANY = text(
     SELECT r.receiving_company_id AS company_id, c.name AS company_name, c.partition_key, r.status, count(*) AS n,
            count(*) FILTER (WHERE r.status IN ({", ".join(f"'{s}'" for s in DUE_ROUTING_STATUSES)})
                               AND r.next_attempt_at <= now()
-                              AND (r.lease_owner IS NULL OR r.lease_expires_at < now())) AS due
+                              AND {unleased("r")}) AS due
       FROM job_routings r
       JOIN companies c ON c.id = r.receiving_company_id
      WHERE CAST(:company AS uuid) IS NULL OR r.receiving_company_id = CAST(:company AS uuid)
